@@ -1,0 +1,86 @@
+"""Self-checks a student can run on their own code.
+
+Each check raises `SelfCheckError` with a message that says what is wrong and
+what to look at. They check shapes, dtypes, finiteness and whether gradients
+flow; they never know, or reveal, what the right values are.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+
+class SelfCheckError(AssertionError):
+    """A self-check failed; the message says what to fix."""
+
+
+def check_shape(tensor: torch.Tensor, expected: Sequence[int | None], name: str = "tensor", hint: str = "") -> None:
+    """Raise unless `tensor.shape` matches `expected` (None matches any size)."""
+    if not isinstance(tensor, torch.Tensor):
+        raise SelfCheckError(f"{name} should be a torch.Tensor, got {type(tensor).__name__}")
+    shape = tuple(tensor.shape)
+    want = tuple(expected)
+    ok = len(shape) == len(want) and all(w is None or w == s for s, w in zip(shape, want))
+    if not ok:
+        pretty = "(" + ", ".join("*" if w is None else str(w) for w in want) + ")"
+        msg = f"{name} has shape {shape}, expected {pretty}"
+        raise SelfCheckError(msg + (f": {hint}" if hint else ""))
+
+
+def check_dtype(tensor: torch.Tensor, expected: torch.dtype = torch.float32, name: str = "tensor") -> None:
+    """Raise unless `tensor` has dtype `expected`."""
+    if tensor.dtype != expected:
+        raise SelfCheckError(
+            f"{name} has dtype {tensor.dtype}, expected {expected}: check for .double(), "
+            f"integer tensors (torch.tensor([1, 2])) or numpy arrays mixed in"
+        )
+
+
+def check_finite(tensor: torch.Tensor, name: str = "tensor") -> None:
+    """Raise if `tensor` holds NaN or infinity."""
+    bad = ~torch.isfinite(tensor)
+    if bad.any():
+        raise SelfCheckError(
+            f"{name} has {int(bad.sum())} NaN/inf value(s) out of {tensor.numel()}: look for exp() of large "
+            f"numbers, log(0), or a division by zero; a learning rate that is too high can also cause this"
+        )
+
+
+def check_gradient_flow(
+    output: torch.Tensor,
+    inputs: Iterable[tuple[str, torch.Tensor]] | torch.nn.Module,
+    name: str = "output",
+) -> None:
+    """Raise unless a gradient reaches every named input (or module parameter).
+
+    output: the tensor whose `.sum()` is differentiated.
+    inputs: `[("mu", mu), ("logvar", logvar)]` with `requires_grad=True`, or a module.
+    """
+    if isinstance(inputs, torch.nn.Module):
+        named = [(n, p) for n, p in inputs.named_parameters() if p.requires_grad]
+    else:
+        named = list(inputs)
+    if not output.requires_grad:
+        raise SelfCheckError(
+            f"{name} is not connected to the computation graph: something in between stops gradients "
+            f"(.detach(), .item(), .numpy(), torch.no_grad(), torch.normal(...) or a distribution's .sample() "
+            f"instead of rsample/the reparameterization trick)"
+        )
+    tensors = [t for _, t in named]
+    grads = torch.autograd.grad(output.sum(), tensors, allow_unused=True, retain_graph=True)
+    dead = [n for (n, _), g in zip(named, grads) if g is None or not torch.any(g != 0)]
+    if dead:
+        raise SelfCheckError(
+            f"no gradient reaches {', '.join(dead)} from {name}: is it used in the computation, "
+            f"and does nothing in between detach it or replace it by a sample?"
+        )
+
+
+def check_callable_output(fn: Callable, args: tuple, expected_shape: Sequence[int | None], name: str) -> torch.Tensor:
+    """Call `fn(*args)` and check its output's shape, dtype and finiteness."""
+    out = fn(*args)
+    check_shape(out, expected_shape, name)
+    check_dtype(out, torch.float32, name)
+    check_finite(out, name)
+    return out

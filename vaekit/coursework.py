@@ -1,0 +1,132 @@
+"""Carry your own code and weights from one notebook to the next.
+
+The β and interpolation notebooks build on the VAE and auto-encoder you wrote
+earlier. `export_parts` writes the definitions you name (classes and functions
+from your notebook) into a small module in the course work folder;
+`import_parts` imports it in a later notebook. Nothing is copied by hand, and
+no reference solution is involved.
+
+The work folder is `$VAEKIT_WORKDIR` if set, else your Google Drive in Colab
+(each Colab notebook runs on its own machine, so only Drive is shared between
+them), else `./vaekit_work` next to the notebook.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import inspect
+import linecache
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from vaekit.env import in_colab
+
+HEADER = '''"""Code exported by vaekit.export_parts from {source}. Edit the notebook, not this file."""
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import vaekit
+'''
+
+
+def workdir() -> Path:
+    """The course work folder (created if needed); see the module docstring."""
+    env = os.environ.get("VAEKIT_WORKDIR")
+    if env:
+        path = Path(env)
+    elif in_colab():
+        drive = Path("/content/drive")
+        if not (drive / "MyDrive").exists():
+            from google.colab import drive as colab_drive  # type: ignore[import-not-found]
+
+            print("Mounting Google Drive so that later notebooks can find your code and weights…")
+            colab_drive.mount(str(drive))
+        path = drive / "MyDrive" / "vaekit_work"
+    else:
+        path = Path.cwd() / "vaekit_work"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _definition_source(obj) -> str:
+    """The source of a top-level class or function, also when defined in a notebook cell.
+
+    `inspect.getsource` cannot find classes defined in a notebook on Python < 3.13,
+    so the cell is read from linecache (where IPython keeps it) and parsed.
+    """
+    code = getattr(obj, "__code__", None)
+    if code is None and inspect.isclass(obj):
+        for member in vars(obj).values():
+            member = getattr(member, "__func__", member)
+            if hasattr(member, "__code__"):
+                code = member.__code__
+                break
+    if code is None:
+        raise TypeError(f"export_parts takes classes and functions; {obj!r} is neither")
+    lines = linecache.getlines(code.co_filename)
+    if not lines:
+        raise ValueError(f"cannot find the source of {obj.__name__}: was it defined in this session?")
+    tree = ast.parse("".join(lines))
+    text = "".join(lines)
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == obj.__name__:
+            start = min([d.lineno for d in node.decorator_list] + [node.lineno])
+            segment_lines = text.splitlines(keepends=True)[start - 1 : node.end_lineno]
+            return "".join(segment_lines)
+    raise ValueError(f"{obj.__name__} is not defined at the top level of a cell; define it there to export it")
+
+
+def export_parts(name: str, objects: list, constants: dict | None = None) -> Path:
+    """Write the given classes/functions (and constants) to `<workdir>/<name>.py`.
+
+    Example, at the end of 02_vae.ipynb:
+    `export_parts("02_vae", [VAE, reparameterize, kl_divergence, vae_loss, train_vae],
+    constants={"LATENT_DIM": LATENT_DIM})`.
+    The module is imported once right away, so a definition that cannot stand on
+    its own is reported here and not in a later notebook.
+    """
+    chunks = [HEADER.format(source=name + ".ipynb")]
+    for key, value in (constants or {}).items():
+        chunks.append(f"{key} = {value!r}\n")
+    for obj in objects:
+        chunks.append("\n\n" + _definition_source(obj).rstrip() + "\n")
+    path = workdir() / f"{name}.py"
+    path.write_text("".join(chunks))
+    module = _load(path, name)
+    missing = [o.__name__ for o in objects if not hasattr(module, o.__name__)]
+    if missing:  # pragma: no cover - defensive: _definition_source always writes them
+        raise RuntimeError(f"export of {missing} failed")
+    print(f"saved {', '.join(o.__name__ for o in objects)} to {path}")
+    return path
+
+
+def _load(path: Path, name: str) -> ModuleType:
+    module_name = "vaekit_parts_" + "".join(c if c.isalnum() else "_" for c in name)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        raise ImportError(
+            f"{path} does not import ({type(exc).__name__}: {exc}). A definition uses a name defined "
+            f"elsewhere in the notebook: export that too (or pass it in constants=...), then export again."
+        ) from exc
+    return module
+
+
+def import_parts(name: str) -> ModuleType:
+    """Import what `export_parts(name, ...)` saved, e.g. `import_parts("02_vae").VAE`."""
+    path = workdir() / f"{name}.py"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist. Open {name}.ipynb, run it to the end (its last cell calls "
+            f"vaekit.export_parts), then come back and run this cell again."
+        )
+    return _load(path, name)

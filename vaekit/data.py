@@ -1,0 +1,187 @@
+"""MNIST and Fashion-MNIST as ready tensors.
+
+`load_mnist()` returns images `(N, 1, 28, 28)` float32 in [0, 1] and integer
+labels. Files are found or downloaded through torchvision (with its checksums and
+mirrors). Offline it uses files already on disk, also when only the 10,000-image
+test split is there; then it says so and splits that into train and validation.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vaekit.batches import binarize as _binarize
+from vaekit.env import in_colab
+
+DATASETS = {
+    # name: (torchvision class name, extra folders to look in)
+    "mnist": ("MNIST", ("mnist",)),
+    "fashion-mnist": ("FashionMNIST", ("fashion-mnist", "fashion_mnist", "/usr/share/datasets/fashion-mnist")),
+}
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# used when only the test split exists: 10,000 images -> 8,000 train + 2,000 validation
+TEST_ONLY_VAL = 2000
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The data set is not on disk and could not be downloaded."""
+
+
+@dataclass
+class DataSplits:
+    """Images `(N, 1, 28, 28)` float32 in [0, 1] and labels `(N,)` int64.
+
+    `val_*` are held-out images: the official test split when the full data set
+    is present. `source` says where the data came from.
+    """
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    source: str
+
+    def __repr__(self) -> str:
+        return f"DataSplits(train={tuple(self.train_x.shape)}, val={tuple(self.val_x.shape)}, source={self.source!r})"
+
+
+def default_root() -> Path:
+    """`$VAEKIT_DATA`, else /content/data in Colab, else ~/.cache/vaekit/data."""
+    if os.environ.get("VAEKIT_DATA"):
+        return Path(os.environ["VAEKIT_DATA"]).expanduser()
+    if in_colab():
+        return Path("/content/data")
+    return Path.home() / ".cache" / "vaekit" / "data"
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _read_idx(path: Path) -> torch.Tensor:
+    """Read an IDX file (plain or .gz) with torchvision's own reader."""
+    from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+
+    if path.suffix != ".gz":
+        return read_sn3_pascalvincent_tensor(str(path), strict=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = Path(tmp) / path.stem
+        with gzip.open(path, "rb") as src, open(plain, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        return read_sn3_pascalvincent_tensor(str(plain), strict=False)
+
+
+def _candidate_folders(root: Path, dataset: str) -> list[Path]:
+    cls_name, extra = DATASETS[dataset]
+    folders = [root / cls_name / "raw", root]
+    folders += [Path(e) if e.startswith("/") else root / e for e in extra]
+    return folders
+
+
+def _load_split(folders: list[Path], split: str) -> tuple[torch.Tensor, torch.Tensor, Path] | None:
+    images_stem, labels_stem = FILES[split]
+    for folder in folders:
+        images, labels = _find(folder, images_stem), _find(folder, labels_stem)
+        if images and labels:
+            return _read_idx(images), _read_idx(labels), folder
+    return None
+
+
+def _download(root: Path, dataset: str) -> None:
+    """Download both splits through torchvision (mirrors and md5 checks are its own)."""
+    import torchvision
+
+    cls = getattr(torchvision.datasets, DATASETS[dataset][0])
+    for train in (True, False):
+        cls(str(root), train=train, download=True)
+
+
+def load_mnist(
+    root: str | Path | None = None,
+    dataset: str = "mnist",
+    download: bool = True,
+    binarize: str | None = None,
+    device: torch.device | str = "cpu",
+    verbose: bool = True,
+) -> DataSplits:
+    """Load MNIST (or `dataset="fashion-mnist"`) as tensors.
+
+    root: data folder; default `$VAEKIT_DATA`, /content/data in Colab, else
+        ~/.cache/vaekit/data. Files may sit in `root/MNIST/raw/` (torchvision's
+        layout), `root/mnist/` or `root/` itself, plain or gzipped.
+    download: fetch missing files through torchvision.
+    binarize: None for grey levels, or "static" for one fixed binary sample of
+        every image (seed 0). For dynamic binarization (a new sample every epoch)
+        use `batches(..., dynamic_binarize=True)`.
+    device: where to put the tensors (the GPU keeps the whole data set resident).
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
+    if binarize not in (None, "static"):
+        raise ValueError(
+            f"binarize={binarize!r}: use None or 'static' here; for dynamic binarization pass "
+            f"dynamic_binarize=True to vaekit.batches"
+        )
+    root = Path(root).expanduser() if root is not None else default_root()
+    folders = _candidate_folders(root, dataset)
+    train, test = _load_split(folders, "train"), _load_split(folders, "test")
+    if (train is None or test is None) and download:
+        try:
+            _download(root, dataset)
+        except Exception as exc:  # no network, a blocked mirror, a failed checksum
+            if test is None:
+                raise _not_found(root, dataset, exc) from exc
+            if verbose:
+                print(f"could not download the {dataset} training split ({type(exc).__name__}); using what is on disk")
+        else:
+            train, test = _load_split(folders, "train"), _load_split(folders, "test")
+    if test is None:
+        raise _not_found(root, dataset, None)
+
+    test_x, test_y, folder = test
+    if train is not None:
+        train_x, train_y, _ = train
+        val_x, val_y = test_x, test_y
+        source = f"{dataset} from {folder}: {len(train_x):,} train + {len(val_x):,} test images"
+    else:
+        cut = len(test_x) - TEST_ONLY_VAL
+        train_x, train_y, val_x, val_y = test_x[:cut], test_y[:cut], test_x[cut:], test_y[cut:]
+        source = (
+            f"{dataset} TEST SPLIT ONLY from {folder}: the training files are missing, so its "
+            f"{len(test_x):,} images are split into {cut:,} train + {TEST_ONLY_VAL:,} validation"
+        )
+    if verbose:
+        print(source)
+
+    def images(x: torch.Tensor, seed: int) -> torch.Tensor:
+        x = x.to(torch.float32).div_(255.0).unsqueeze(1)
+        if binarize == "static":
+            x = _binarize(x, torch.Generator().manual_seed(seed))
+        return x.to(device)
+
+    return DataSplits(
+        images(train_x, 0), train_y.long().to(device), images(val_x, 1), val_y.long().to(device), source
+    )
+
+
+def _not_found(root: Path, dataset: str, exc: Exception | None) -> DataNotFoundError:
+    cls_name = DATASETS[dataset][0]
+    names = ", ".join(f"{stem}.gz" for split in ("train", "test") for stem in FILES[split])
+    why = f" The download failed: {type(exc).__name__}: {exc}." if exc else ""
+    return DataNotFoundError(
+        f"{dataset} is not in {root} and could not be downloaded.{why} Put the files {names} "
+        f"into {root / cls_name / 'raw'} (at least the two t10k files), or set VAEKIT_DATA to the folder "
+        f"that has them, or connect to the internet and run again."
+    )
