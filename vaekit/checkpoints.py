@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vaekit.coursework import workdir
@@ -17,6 +18,17 @@ def _resolve(path: str | Path) -> Path:
     return path if path.is_absolute() or path.parent != Path(".") else workdir() / path
 
 
+def _plain(value):
+    """numpy scalars/arrays -> Python numbers/lists: `torch.load(weights_only=True)` refuses numpy."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value] if isinstance(value, list) else tuple(_plain(v) for v in value)
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return value
+
+
 def save_checkpoint(model: torch.nn.Module, path: str | Path, **metadata) -> Path:
     """Save `model`'s weights (and any metadata) to `path`.
 
@@ -26,7 +38,7 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, **metadata) -> Pat
     path = _resolve(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "model_class": type(model).__name__, "metadata": metadata}, path)
+    torch.save({"state_dict": state, "model_class": type(model).__name__, "metadata": _plain(metadata)}, path)
     return path
 
 

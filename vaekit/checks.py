@@ -67,9 +67,14 @@ def check_gradient_flow(
             f"(.detach(), .item(), .numpy(), torch.no_grad(), torch.normal(...) or a distribution's .sample() "
             f"instead of rsample/the reparameterization trick)"
         )
-    tensors = [t for _, t in named]
-    grads = torch.autograd.grad(output.sum(), tensors, allow_unused=True, retain_graph=True)
-    dead = [n for (n, _), g in zip(named, grads) if g is None or not torch.any(g != 0)]
+    # an input that does not require grad (e.g. detached) gets no gradient; autograd.grad would raise on it
+    tensors = [t for _, t in named if t.requires_grad]
+    grads = iter(torch.autograd.grad(output.sum(), tensors, allow_unused=True, retain_graph=True) if tensors else ())
+    dead = []
+    for n, t in named:
+        g = next(grads) if t.requires_grad else None
+        if g is None or not torch.any(g != 0):
+            dead.append(n)
     if dead:
         raise SelfCheckError(
             f"no gradient reaches {', '.join(dead)} from {name}: is it used in the computation, "

@@ -59,10 +59,11 @@ def _definition_source(obj) -> str:
     `inspect.getsource` cannot find classes defined in a notebook on Python < 3.13,
     so the cell is read from linecache (where IPython keeps it) and parsed.
     """
-    code = getattr(obj, "__code__", None)
+    # unwrap decorators such as @torch.no_grad(): the wrapper's code lives in torch
+    code = getattr(inspect.unwrap(obj), "__code__", None)
     if code is None and inspect.isclass(obj):
         for member in vars(obj).values():
-            member = getattr(member, "__func__", member)
+            member = inspect.unwrap(getattr(member, "__func__", member))
             if hasattr(member, "__code__"):
                 code = member.__code__
                 break

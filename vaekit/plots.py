@@ -5,11 +5,25 @@ memory, and show exactly once when a notebook cell returns them.
 """
 from __future__ import annotations
 
+import io
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure as _MplFigure
+
+
+class Figure(_MplFigure):
+    """A matplotlib Figure that shows itself in any notebook.
+
+    Jupyter renders figures made through pyplot; these are made without it (no
+    global state, no double display), so they bring their own PNG rendering.
+    """
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", bbox_inches="tight", dpi=80)
+        return buffer.getvalue()
 
 
 def _as_images(images) -> np.ndarray:

@@ -1,0 +1,93 @@
+"""Hidden checks run by the notebooks' hidden test cells while grading.
+
+Students never see this package: the release strips the hidden test cells that
+import it, it is not part of the installed vaekit, and feedback never shows its
+source. Each check raises AssertionError with a message that names the property
+that failed in words a student can act on, never a reference value.
+
+Checks that exercise one graded function swap the student's other graded
+functions for the reference ones while they run (`swapped`), so one mistake
+loses only the points of the check meant to catch it.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+
+@contextlib.contextmanager
+def swapped(namespace: dict | None, **replacements):
+    """Temporarily bind names in the notebook's namespace to reference versions."""
+    if namespace is None:
+        yield
+        return
+    missing = object()
+    old = {k: namespace.get(k, missing) for k in replacements}
+    namespace.update(replacements)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is missing:
+                namespace.pop(k, None)
+            else:
+                namespace[k] = v
+
+
+def close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
+    """True when a and b agree (shapes and values); never raises."""
+    try:
+        torch.testing.assert_close(a.detach().double().cpu(), b.detach().double().cpu(), rtol=rtol, atol=atol)
+        return True
+    except (AssertionError, RuntimeError, TypeError, ValueError):
+        return False
+
+
+def sigma_tolerance(sigma: float, n: int, k: float = 5.0) -> float:
+    """k standard errors of a sample standard deviation from n normal draws."""
+    return k * sigma / math.sqrt(2 * n)
+
+
+def require(condition, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+class Recorder(torch.nn.Module):
+    """Wraps a module and records the mode and grad state of every call."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.calls: list[tuple[str, bool, bool]] = []
+
+    def _log(self, name: str):
+        self.calls.append((name, self.training, torch.is_grad_enabled()))
+
+    def forward(self, *args, **kwargs):
+        self._log("forward")
+        return self.inner(*args, **kwargs)
+
+    def encode(self, *args, **kwargs):
+        self._log("encode")
+        return self.inner.encode(*args, **kwargs)
+
+    def decode(self, *args, **kwargs):
+        self._log("decode")
+        return self.inner.decode(*args, **kwargs)
+
+
+def toy_images(n: int = 256, seed: int = 0) -> torch.Tensor:
+    """A small fixed data set of (n, 1, 28, 28) images in [0, 1]: noisy strokes."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.zeros(4, 28, 28)
+    protos[0, 4:24, 12:16] = 1
+    protos[1, 12:16, 4:24] = 1
+    protos[2].fill_diagonal_(1)
+    protos[3, 6:22, 6:22] = 1
+    protos[3, 10:18, 10:18] = 0
+    idx = torch.randint(0, 4, (n,), generator=g)
+    noise = torch.rand(n, 28, 28, generator=g) * 0.2
+    return (protos[idx] * 0.8 + noise).clamp(0, 1).unsqueeze(1)
