@@ -94,10 +94,21 @@ def export_parts(name: str, objects: list, constants: dict | None = None) -> Pat
     chunks = [HEADER.format(source=name + ".ipynb")]
     for key, value in (constants or {}).items():
         chunks.append(f"{key} = {value!r}\n")
+    unfinished = []
     for obj in objects:
-        chunks.append("\n\n" + _definition_source(obj).rstrip() + "\n")
+        source = _definition_source(obj)
+        if "raise NotImplementedError" in source:
+            unfinished.append(obj.__name__)
+        chunks.append("\n\n" + source.rstrip() + "\n")
+    if unfinished:
+        raise ValueError(
+            f"{', '.join(unfinished)} still raise NotImplementedError: finish them (and rerun their cells) "
+            f"before saving them for later notebooks. Nothing was saved."
+        )
     path = workdir() / f"{name}.py"
-    path.write_text("".join(chunks))
+    partial = path.with_suffix(".py.partial")
+    partial.write_text("".join(chunks))
+    os.replace(partial, path)  # atomic: a notebook importing it meanwhile never sees half a file
     module = _load(path, name)
     missing = [o.__name__ for o in objects if not hasattr(module, o.__name__)]
     if missing:  # pragma: no cover - defensive: _definition_source always writes them
