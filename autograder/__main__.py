@@ -3,19 +3,74 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected i/n, e.g. 1/4") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError("expected 1 <= i <= n")
+    return i, n
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("release", help="regenerate assignments/ from solutions/ with nbgrader")
-    args, rest = parser.parse_known_args(argv)
+    g = sub.add_parser("grade", help="grade SUBMISSIONS/<student>/<notebook>.ipynb with nbgrader",
+                       description="Grade a folder of submissions; writes OUT/grades.csv, OUT/summary.csv, "
+                                   "OUT/report.csv and OUT/feedback/<student>/<notebook>.html.")
+    g.add_argument("submissions", type=Path, help="folder with one sub-folder per student (read only)")
+    g.add_argument("--out", type=Path, required=True, help="folder for the CSVs and the feedback")
+    g.add_argument("--jobs", type=_positive, default=1, help="students graded in parallel (default 1)")
+    g.add_argument("--timeout", type=_positive, default=60, help="seconds a cell may run (default 60)")
+    g.add_argument("--notebook-timeout", type=_positive, default=900,
+                   help="seconds a whole notebook may run (default 900)")
+    g.add_argument("--memory-limit", type=_positive, default=4096, metavar="MB",
+                   help="memory of a grading kernel beyond which allocations fail (default 4096)")
+    g.add_argument("--shard", type=_shard, help="grade only shard i of n (students in sorted order), e.g. 2/4")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d = sub.add_parser("demo", help="release, make sample submissions, grade them and show the result")
+    d.add_argument("--out", type=Path, default=Path("demo_output"), help="folder for everything (default demo_output)")
+    d.add_argument("--jobs", type=_positive, default=2)
+    args = parser.parse_args(argv)
+
+    from autograder.nbgrader_main import block_slow_imports
+
+    block_slow_imports()
     if args.command == "release":
         from autograder.release import release
 
         for path in release():
             print(f"wrote {path}")
         return 0
+    if args.command == "grade":
+        from autograder.grade import GradingError, Options, grade
+
+        options = Options(jobs=args.jobs, timeout=args.timeout, notebook_timeout=args.notebook_timeout,
+                          memory_mb=args.memory_limit, shard=args.shard, progress=not args.no_progress)
+        try:
+            return grade(args.submissions, args.out, options)
+        except GradingError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted: the CSVs hold the students graded so far", file=sys.stderr)
+            return 130
+    if args.command == "demo":
+        from autograder.demo import demo
+
+        return demo(args.out, jobs=args.jobs)
     return 2
 
 

@@ -1,0 +1,597 @@
+"""`python -m autograder grade SUBMISSIONS --out OUT [--jobs N]`: a folder of submissions to grades.
+
+SUBMISSIONS/<student>/<notebook>.ipynb in (read only); out come
+
+* OUT/grades.csv   one row per student x notebook x test cell:
+                   student,notebook,cell,points,max_points,status
+* OUT/summary.csv  one row per student: total, maximum, each notebook's score, status
+* OUT/report.csv   one row per student x notebook: status and what the grader did
+* OUT/feedback/<student>/<notebook>.html  the graded notebook for the student, no hidden tests
+
+How: everything happens in a temporary folder. The release is generated once
+with nbgrader (its gradebook is the template of every worker's); each
+submission is read and rebuilt on the released structure (intake.py); then N
+worker threads each drive their own nbgrader course folder with its own SQLite
+gradebook, taking a few students at a time from a shared queue and running
+`nbgrader autograde` on them (the kernel settings are in execute.py and
+kernel_launcher.py). As each batch finishes, its grades are read from the
+worker's gradebook, its feedback is written, and the CSVs are rewritten in
+sorted order, so an interruption loses only the students in progress and the
+result does not depend on --jobs or on which worker graded whom.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autograder.config import REPO, SOLUTIONS, Course, load_course
+
+ASSIGNMENT_LOG = re.compile(r"(Autograding|Writing \d+ bytes to) (?P<path>\S+\.ipynb)")
+KERNEL_NAME = "vaekit-grader"
+
+
+@dataclass
+class Options:
+    jobs: int = 1
+    timeout: int = 60             # seconds per cell
+    notebook_timeout: int = 900   # seconds per notebook
+    memory_mb: int = 4096         # RLIMIT_DATA of a kernel
+    output_kb: int = 1024         # stdout/stderr kept per cell, in the kernel
+    threads: int = 1              # torch threads per kernel
+    shard: tuple[int, int] | None = None
+    progress: bool = True
+
+
+class GradingError(RuntimeError):
+    """Grading itself could not run (not a problem of a submission)."""
+
+
+@dataclass
+class Result:
+    """One student's notebook: its rows, status and notes."""
+
+    student: str
+    notebook: str
+    status: str
+    notes: list[str] = field(default_factory=list)
+    cells: list[tuple[str, float, float]] = field(default_factory=list)   # (cell, points, max)
+    autograded: object = field(default=None, repr=False, compare=False)
+    all_scores: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def score(self) -> float:
+        return sum(p for _, p, _ in self.cells)
+
+    @property
+    def max_score(self) -> float:
+        return sum(m for _, _, m in self.cells)
+
+
+def fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def data_dir() -> str | None:
+    """Where the offline MNIST copy is: $VAEKIT_DATA, else ../shared/data beside the repository."""
+    env = os.environ.get("VAEKIT_DATA")
+    if env:
+        return env
+    shared = REPO.parent / "shared" / "data"
+    return str(shared) if shared.is_dir() else None
+
+
+# ------------------------------------------------------------------------------ setup
+class Workspace:
+    """The temporary folder of one grading run: release, sandbox, kernelspec, workers."""
+
+    def __init__(self, base: Path, course: Course, options: Options):
+        self.base = base
+        self.course = course
+        self.options = options
+        self.release_root = base / "release-course"
+        self.sandbox = base / "sandbox"
+        self.parts = base / "parts"
+        self.jupyter = base / "jupyter"
+        self.ipython = base / "ipython"
+
+    # nbgrader runs as `python -m autograder.nbgrader_main` (nbgrader, started faster)
+    def env(self) -> dict[str, str]:
+        from autograder.release import tool_env
+
+        env = tool_env()
+        env.update({
+            "PYTHONPATH": str(REPO),
+            "JUPYTER_PATH": str(self.jupyter),
+            "JUPYTER_CONFIG_DIR": str(self.base / "jupyter-config"),
+            "JUPYTER_RUNTIME_DIR": str(self.base / "runtime"),
+            "JUPYTER_PLATFORM_DIRS": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "VAEKIT_GRADER_SANDBOX": str(self.sandbox),
+            "VAEKIT_GRADER_PARTS": str(self.parts),
+            "VAEKIT_GRADER_IPYTHONDIR": str(self.ipython),
+            "VAEKIT_GRADER_MEMORY_MB": str(self.options.memory_mb),
+            "VAEKIT_GRADER_FILE_MB": "512",
+            "VAEKIT_GRADER_OUTPUT_KB": str(self.options.output_kb),
+            "VAEKIT_GRADER_THREADS": str(self.options.threads),
+        })
+        env.pop("VAEKIT_WORKDIR", None)
+        env.pop("VAEKIT_FAST", None)
+        data = data_dir()
+        if data:
+            env["VAEKIT_DATA"] = data
+        return env
+
+    def nbgrader(self, root: Path, *args: str, stderr_line=None, procs: list | None = None) -> tuple[int, str]:
+        cmd = [sys.executable, "-m", "autograder.nbgrader_main", *args, f"--CourseDirectory.root={root}"]
+        proc = subprocess.Popen(cmd, cwd=root, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, errors="replace", start_new_session=True)
+        if procs is not None:
+            procs.append(proc)
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if len(lines) > 400:
+                del lines[:200]
+            if stderr_line:
+                stderr_line(line)
+        proc.wait()
+        if procs is not None:
+            procs.remove(proc)
+        return proc.returncode, "".join(lines)
+
+    def build(self) -> None:
+        from autograder.parts import build_parts
+        from autograder.release import prepare_course
+
+        for d in (self.jupyter / "kernels" / KERNEL_NAME, self.base / "jupyter-config", self.base / "runtime",
+                  self.ipython / "profile_default" / "startup", self.sandbox / "autograder"):
+            d.mkdir(parents=True, exist_ok=True)
+        here = Path(__file__).resolve().parent
+        shutil.copytree(here / "checks", self.sandbox / "autograder" / "checks",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (self.sandbox / "autograder" / "__init__.py").write_text('"""Hidden checks only (grading sandbox)."""\n')
+        shutil.copy(here / "guard.py", self.sandbox / "_vaekit_guard.py")
+        launcher = self.base / "kernel_launcher.py"
+        shutil.copy(here / "kernel_launcher.py", launcher)
+        (self.jupyter / "kernels" / KERNEL_NAME / "kernel.json").write_text(json.dumps({
+            "argv": [sys.executable, str(launcher), "-f", "{connection_file}",
+                     "--HistoryManager.enabled=False"],
+            "display_name": "vaekit grader", "language": "python",
+        }, indent=1))
+        (self.ipython / "profile_default" / "startup" / "00-vaekit-guard.py").write_text(
+            "import _vaekit_guard\n_vaekit_guard.install(get_ipython())\ndel _vaekit_guard\n")
+        build_parts(self.parts)
+        prepare_course(self.release_root, self.course)
+        code, log = self.nbgrader(self.release_root, "generate_assignment", self.course.assignment, "--create", "--force")
+        if code != 0 or not (self.release_root / "release" / self.course.assignment).is_dir():
+            raise GradingError(f"nbgrader generate_assignment failed:\n{log[-3000:]}")
+
+    def worker_root(self, k: int) -> Path:
+        root = self.base / "workers" / f"w{k}"
+        if root.exists():
+            return root
+        (root / "source" / self.course.assignment).mkdir(parents=True)
+        shutil.copy(self.release_root / "gradebook.db", root / "gradebook.db")
+        o = self.options
+        (root / "nbgrader_config.py").write_text(f"""\
+from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, IgnorePattern, LimitOutput, SaveAutoGrades
+
+from autograder.execute import GuardedExecute
+
+c = get_config()
+c.CourseDirectory.root = {str(root)!r}
+c.CourseDirectory.db_url = {"sqlite:///" + str(root / "gradebook.db")!r}
+c.Autograde.create_student = True
+c.Autograde.autograde_preprocessors = [GuardedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+                                       SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+c.GuardedExecute.kernel_name = {KERNEL_NAME!r}
+c.GuardedExecute.timeout = {int(o.timeout)}
+c.GuardedExecute.notebook_timeout = {int(o.notebook_timeout)}
+c.GuardedExecute.startup_timeout = 120
+c.LimitOutput.max_lines = 1000
+""")
+        return root
+
+
+# ------------------------------------------------------------------------------ grading
+class Grader:
+    def __init__(self, submissions: Path, out: Path, options: Options, course: Course | None = None):
+        self.submissions = submissions
+        self.out = out
+        self.options = options
+        self.course = course or load_course()
+        self.results: dict[tuple[str, str], Result] = {}
+        self.warnings: list[str] = []
+        self.lock = threading.Lock()
+        self.procs: list[subprocess.Popen] = []
+        self.bar = None
+        self.intakes: dict = {}
+
+    # -- input
+    def students(self) -> dict[str, Path]:
+        if not self.submissions.is_dir():
+            raise GradingError(f"{self.submissions} is not a folder of submissions")
+        found = {}
+        for entry in sorted(self.submissions.iterdir(), key=lambda p: p.name):
+            if entry.name.startswith(".") or entry.name.startswith("__"):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                found[entry.name] = entry
+            else:
+                self.warnings.append(f"{entry.name}: not a student folder (ignored)")
+        if self.options.shard:
+            i, n = self.options.shard
+            found = {s: p for k, (s, p) in enumerate(found.items()) if k % n == i - 1}
+        return found
+
+    def files_of(self, student: str, folder: Path, names: list[str], inbox: Path) -> dict[str, Path]:
+        """Copy the student's expected notebooks into the inbox; warn about everything else."""
+        nested = folder / self.course.assignment
+        if nested.is_dir() and not any(folder.glob("*.ipynb")):
+            folder = nested  # nbgrader's submitted/<student>/<assignment>/ layout
+        files, extras = {}, []
+        for path in sorted(folder.rglob("*"), key=lambda p: str(p)):
+            rel = path.relative_to(folder)
+            if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
+                continue
+            if path.is_dir():
+                continue
+            if len(rel.parts) == 1 and path.suffix == ".ipynb" and path.stem in names and not path.is_symlink():
+                target = inbox / student / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+                files[path.stem] = target
+            else:
+                extras.append(str(rel))
+        for extra in extras:
+            hint = ""
+            if extra.endswith(".ipynb"):
+                missing = [n for n in names if n not in files]
+                guess = _closest(Path(extra).stem, missing)
+                if guess:
+                    hint = f" (expected {guess}.ipynb?)"
+            self.warnings.append(f"{student}: extra file {extra}{hint} (ignored)")
+        return files
+
+    # -- output
+    def write_csvs(self) -> None:
+        names = self.names
+        results = sorted(self.results.values(), key=lambda r: (r.student, r.notebook))
+        order = {n: {c: i for i, c in enumerate(self.refs[n].max_points)} for n in names}
+        grades = io.StringIO()
+        w = csv.writer(grades, lineterminator="\n")
+        w.writerow(["student", "notebook", "cell", "points", "max_points", "status"])
+        for r in results:
+            for cell, points, max_points in sorted(r.cells, key=lambda c: order[r.notebook].get(c[0], 999)):
+                w.writerow([r.student, r.notebook, cell, fmt(points), fmt(max_points), r.status])
+        summary = io.StringIO()
+        w = csv.writer(summary, lineterminator="\n")
+        w.writerow(["student", "total", "max_total", *names, "status"])
+        students = sorted({r.student for r in results})
+        from autograder.intake import worst
+
+        for s in students:
+            mine = {r.notebook: r for r in results if r.student == s}
+            if len(mine) < len(names):
+                continue  # still being graded
+            total = sum(r.score for r in mine.values())
+            max_total = sum(r.max_score for r in mine.values())
+            w.writerow([s, fmt(total), fmt(max_total), *(fmt(mine[n].score) for n in names),
+                        worst(*(mine[n].status for n in names))])
+        report = io.StringIO()
+        w = csv.writer(report, lineterminator="\n")
+        w.writerow(["student", "notebook", "status", "points", "max_points", "detail"])
+        for r in results:
+            w.writerow([r.student, r.notebook, r.status, fmt(r.score), fmt(r.max_score), "; ".join(r.notes)])
+        for name, buf in (("grades.csv", grades), ("summary.csv", summary), ("report.csv", report)):
+            tmp = self.out / f".{name}.tmp"
+            tmp.write_text(buf.getvalue())
+            os.replace(tmp, self.out / name)
+
+    def add(self, results: list[Result]) -> None:
+        with self.lock:
+            for r in results:
+                self.results[(r.student, r.notebook)] = r
+            self.write_csvs()
+
+    # -- main
+    def run(self) -> int:
+        from autograder.intake import build_reference, take_in
+
+        import nbformat
+
+        t0 = time.monotonic()
+        sub = self.submissions.resolve()
+        out = self.out.resolve()
+        if out == sub or sub in out.parents:
+            raise GradingError(f"--out {self.out} is inside the submissions folder, which the grader never writes to")
+        students = self.students()
+        self.out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="vaekit-grade-") as tmp:
+            ws = Workspace(Path(tmp), self.course, self.options)
+            self.say("building the release with nbgrader…")
+            ws.build()
+            release_dir = ws.release_root / "release" / self.course.assignment
+            source_dir = ws.release_root / "source" / self.course.assignment
+            self.names = sorted(p.stem for p in release_dir.glob("*.ipynb"))
+            releases = {n: nbformat.read(release_dir / f"{n}.ipynb", as_version=4) for n in self.names}
+            sources = {n: nbformat.read(source_dir / f"{n}.ipynb", as_version=4) for n in self.names}
+            self.refs = {n: build_reference(n, releases[n], sources[n]) for n in self.names}
+            from autograder.feedback import secret_lines
+
+            public = [c.source for nb in releases.values() for c in nb.cells]
+            public += [p.read_text() for p in (REPO / "vaekit").glob("*.py")]
+            self.secrets = secret_lines(list(sources.values()), Path(__file__).parent / "checks", public)
+            self.released_tests = {n: {c.metadata["nbgrader"]["grade_id"]: c.source for c in releases[n].cells
+                                       if c.metadata.get("nbgrader", {}).get("grade")} for n in self.names}
+
+            # intake: copy in, read, rebuild
+            inbox, staged = ws.base / "inbox", ws.base / "staged"
+            ids = {s: f"s{k:05d}" for k, s in enumerate(students)}
+            todo: list[str] = []
+            for student, folder in students.items():
+                files = self.files_of(student, folder, self.names, inbox)
+                immediate, gradable = [], False
+                for n in self.names:
+                    ref = self.refs[n]
+                    if n not in files:
+                        immediate.append(self.blank(student, n, "missing", [f"{n}.ipynb not found in the submission"]))
+                        continue
+                    intake = take_in(ref, files[n])
+                    if intake.nb is None:
+                        immediate.append(self.blank(student, n, intake.status, intake.notes))
+                        continue
+                    target = staged / ids[student] / f"{n}.ipynb"
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    nbformat.write(intake.nb, target)
+                    self.intakes[(student, n)] = intake
+                    gradable = True
+                self.add(immediate)
+                for r in immediate:
+                    self.feedback_blank(r)
+                if gradable:
+                    todo.append(student)
+            for w in self.warnings:
+                self.say(f"warning: {w}")
+            total = sum(1 for s in todo for n in self.names if (s, n) in self.intakes)
+            self.say(f"grading {total} notebook(s) of {len(todo)} student(s) with {self.options.jobs} worker(s)…")
+            self.start_bar(total)
+            work: queue.Queue = queue.Queue()
+            for s in todo:
+                work.put(s)
+            errors: list[BaseException] = []
+            threads = [threading.Thread(target=self.worker, args=(ws, k, work, ids, staged, errors), daemon=True)
+                       for k in range(max(1, self.options.jobs))]
+            try:
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    while t.is_alive():
+                        t.join(0.5)
+            except KeyboardInterrupt:
+                self.stop_all()
+                raise
+            finally:
+                self.close_bar()
+            if errors:
+                raise GradingError(str(errors[0]))
+            self.write_csvs()
+        n_students = len({r.student for r in self.results.values()})
+        self.say(f"graded {n_students} student(s) in {time.monotonic() - t0:.0f} s")
+        self.say(f"grades:   {self.out / 'grades.csv'}\nsummary:  {self.out / 'summary.csv'}\n"
+                 f"report:   {self.out / 'report.csv'}\nfeedback: {self.out / 'feedback'}/<student>/<notebook>.html")
+        return 0
+
+    def blank(self, student: str, notebook: str, status: str, notes: list[str]) -> Result:
+        cells = [(c, 0.0, m) for c, m in self.refs[notebook].max_points.items()]
+        return Result(student, notebook, status, notes, cells)
+
+    # -- workers
+    def worker(self, ws: Workspace, k: int, work: queue.Queue, ids: dict, staged: Path, errors: list) -> None:
+        root = ws.worker_root(k)
+        while not errors:
+            batch = []
+            size = max(1, min(4, math.ceil(work.qsize() / (4 * max(1, self.options.jobs)))))
+            while len(batch) < size:
+                try:
+                    batch.append(work.get_nowait())
+                except queue.Empty:
+                    break
+            if not batch:
+                return
+            try:
+                self.grade_batch(ws, root, batch, ids, staged)
+            except BaseException as exc:  # a failure of the grader itself
+                errors.append(exc)
+                return
+
+    def grade_batch(self, ws: Workspace, root: Path, batch: list[str], ids: dict, staged: Path,
+                    notebook: str | None = None) -> None:
+        a = self.course.assignment
+        shutil.rmtree(root / "submitted", ignore_errors=True)
+        shutil.rmtree(root / "autograded", ignore_errors=True)
+        for s in batch:
+            target = root / "submitted" / ids[s] / a
+            target.mkdir(parents=True)
+            for n in self.names:
+                src = staged / ids[s] / f"{n}.ipynb"
+                if src.exists() and (notebook is None or n == notebook):
+                    shutil.copyfile(src, target / f"{n}.ipynb")
+        args = ["autograde", a, "--force"]
+        if notebook:
+            args.append(f"--notebook={notebook}")
+        code, log = ws.nbgrader(root, *args, stderr_line=self.progress_line, procs=self.procs)
+        if "grading kernel not found" in log or "No such kernel" in log:
+            raise GradingError(f"the grading kernel could not be found:\n{log[-2000:]}")
+        results, failed = [], []
+        for s in batch:
+            done = self.collect(root, s, ids[s], notebook)
+            if done is None:
+                failed.append(s)
+            else:
+                results += done
+        self.add(results)
+        for r in results:
+            self.feedback(root, r, ids[r.student])
+        for s in failed:
+            if len(batch) > 1:
+                self.grade_batch(ws, root, [s], ids, staged)
+            elif notebook is None:
+                for n in self.names:
+                    if (s, n) in self.intakes:
+                        self.grade_batch(ws, root, [s], ids, staged, notebook=n)
+            else:
+                r = self.blank(s, notebook, "error", self.intakes[(s, notebook)].notes +
+                               ["nbgrader could not grade this notebook: " + _last_error(log)])
+                self.add([r])
+                self.feedback_blank(r)
+                self.tick()
+
+    def collect(self, root: Path, student: str, sid: str, notebook: str | None) -> list[Result] | None:
+        """Read one student's grades from the worker's gradebook; None if nbgrader failed on them."""
+        from nbgrader.api import Gradebook, MissingEntry
+
+        import nbformat
+
+        from autograder.execute import GRADER_KEY
+        from autograder.intake import worst
+
+        a = self.course.assignment
+        names = [n for n in self.names if (student, n) in self.intakes and notebook in (None, n)]
+        folder = root / "autograded" / sid / a
+        if not all((folder / f"{n}.ipynb").exists() for n in names):
+            return None
+        results = []
+        with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+            for n in names:
+                try:
+                    sub = gb.find_submission_notebook(n, a, sid)
+                except MissingEntry:
+                    return None
+                nb = nbformat.read(folder / f"{n}.ipynb", as_version=4)
+                intake = self.intakes[(student, n)]
+                status, notes = intake.status, list(intake.notes)
+                for event in nb.metadata.get(GRADER_KEY, {}).get("events", []):
+                    kind = {"timeout": "timeout", "error": "error", "tampered": "tampered"}.get(event["kind"])
+                    where = _cell_label(nb, event.get("cell"))
+                    notes.append(f"{where}{event['detail']}")
+                    if kind:
+                        status = worst(status, kind)
+                scores = {g.name: (float(g.auto_score or 0), float(g.max_score)) for g in sub.grades
+                          if g.cell.cell_type == "code"}
+                cells = [(c, scores.get(c, (0.0, m))[0], m) for c, m in self.refs[n].max_points.items()]
+                r = Result(student, n, status, list(dict.fromkeys(notes)), cells)
+                r.autograded = nb
+                r.all_scores = {g.name: (float(g.score or 0), float(g.max_score)) for g in sub.grades}
+                results.append(r)
+        return results
+
+    # -- feedback
+    def feedback(self, root: Path, r: Result, sid: str) -> None:
+        from autograder.feedback import clean, render
+
+        nb = clean(r.autograded, self.released_tests[r.notebook], r.all_scores, self.secrets, r.status == "tampered")
+        max_total = sum(m for _, m in r.all_scores.values())
+        render(nb, r.student, r.notebook, r.status, r.notes, r.score, max_total, self.feedback_path(r))
+        r.autograded = None
+
+    def feedback_blank(self, r: Result) -> None:
+        from autograder.feedback import render_missing
+
+        render_missing(r.student, r.notebook, r.status, r.notes, r.max_score, self.feedback_path(r))
+
+    def feedback_path(self, r: Result) -> Path:
+        return self.out / "feedback" / _safe(r.student) / f"{r.notebook}.html"
+
+    # -- progress
+    def say(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def start_bar(self, total: int) -> None:
+        if self.options.progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="notebook", desc="grading", file=sys.stderr, dynamic_ncols=True)
+        self._started: dict[str, bool] = {}
+
+    def progress_line(self, line: str) -> None:
+        m = ASSIGNMENT_LOG.search(line)
+        if not m or "/autograded/" not in m.group("path"):
+            return
+        path = m.group("path")
+        with self.lock:
+            if m.group(1) == "Autograding":
+                self._started[path] = True
+            elif self._started.pop(path, False):
+                self.tick_locked()
+
+    def tick(self) -> None:
+        with self.lock:
+            self.tick_locked()
+
+    def tick_locked(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def stop_all(self) -> None:
+        for proc in list(self.procs):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.@+-]", "_", name) or "_"
+
+
+def _closest(name: str, candidates: list[str]) -> str | None:
+    import difflib
+
+    low = {c.lower(): c for c in candidates}
+    hits = difflib.get_close_matches(name.lower(), list(low), n=1, cutoff=0.5)
+    if hits:
+        return low[hits[0]]
+    for c in candidates:
+        if c.split("_", 1)[-1].lower() in name.lower():
+            return c
+    return None
+
+
+def _cell_label(nb, index) -> str:
+    if index is None or not isinstance(index, int) or index >= len(nb.cells):
+        return ""
+    gid = nb.cells[index].metadata.get("nbgrader", {}).get("grade_id")
+    return f"cell {gid or index + 1}: "
+
+
+def _last_error(log: str) -> str:
+    lines = [l for l in log.splitlines() if "ERROR" in l or "Error" in l]
+    return (lines[-1] if lines else log.strip().splitlines()[-1] if log.strip() else "no output")[:300]
+
+
+def grade(submissions: Path, out: Path, options: Options | None = None) -> int:
+    return Grader(submissions, out, options or Options()).run()

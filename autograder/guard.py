@@ -1,0 +1,170 @@
+"""Runtime guard of a grading kernel: undo and report monkeypatching, cap output.
+
+The grader copies this file into the kernel's import path as `_vaekit_guard` and
+installs it from an IPython startup file, before any cell of the notebook runs.
+It stands alone (no import from the repository's autograder package).
+
+* Before the first cell it snapshots the namespaces the checks rely on: torch,
+  torch.testing, torch.nn.functional, math, builtins, numpy, vaekit, the hidden
+  checks, the attributes of torch.Tensor and nn.Module, and their sys.modules
+  entries.
+* Before and after every cell it compares them with the snapshot, puts back
+  what changed, and appends what it found to the file named by
+  $VAEKIT_GUARD_LOG (one JSON object per line). The grader fails a graded cell
+  during which something changed and marks the notebook `tampered`.
+* Names the test cells read from the notebook (torch, nn, F, math, vaekit) are
+  rebound to the real modules if a cell rebinds them.
+* Each cell may write at most $VAEKIT_GRADER_OUTPUT_KB kB to stdout/stderr;
+  the rest is dropped in the kernel, before it reaches the grader.
+
+This is a tripwire, not a sandbox: Python code can always find a way around it.
+The grader's static scan of the student's code is the other half.
+"""
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import os
+import pkgutil
+import sys
+
+MODULES = [
+    "builtins", "math", "random", "torch", "torch.testing", "torch.nn", "torch.nn.functional",
+    "torch.nn.init", "torch.autograd", "torch.distributions", "torch.optim", "torch.linalg",
+    "numpy", "numpy.testing", "vaekit", "vaekit.checks", "autograder", "autograder.checks",
+]
+CLASSES = [("torch", "Tensor"), ("torch.nn", "Module"), ("torch.optim", "Optimizer"), ("torch.optim", "Adam")]
+NAMES = {"torch": "torch", "nn": "torch.nn", "F": "torch.nn.functional", "math": "math", "vaekit": "vaekit"}
+# IPython itself swaps these builtins in and out around each cell
+VOLATILE_BUILTINS = {"exit", "quit", "get_ipython", "display", "_", "__", "___", "help",
+                     "copyright", "credits", "license", "__IPYTHON__"}
+MISSING = object()
+
+
+class Guard:
+    def __init__(self, shell, log_path: str | None, output_limit: int):
+        self.shell = shell
+        self.log_path = log_path
+        self.output_limit = output_limit
+        self.modules: dict[str, tuple[object, dict]] = {}
+        self.classes: dict[str, tuple[type, dict]] = {}
+        self.sys_modules: dict[str, object] = {}
+        self.written = 0
+        self.truncated = False
+        self._snapshot()
+
+    def _snapshot(self) -> None:
+        names = list(MODULES)
+        try:
+            import autograder.checks as checks
+
+            names += [f"autograder.checks.{m.name}" for m in pkgutil.iter_modules(checks.__path__)]
+        except Exception:  # grading without hidden checks: nothing to protect there
+            pass
+        for name in names:
+            try:
+                module = importlib.import_module(name)
+            except Exception:
+                continue
+            self.modules[name] = (module, dict(vars(module)))
+            self.sys_modules[name] = module
+        for modname, clsname in CLASSES:
+            module = self.sys_modules.get(modname)
+            cls = getattr(module, clsname, None) if module else None
+            if isinstance(cls, type):
+                self.classes[f"{modname}.{clsname}"] = (cls, dict(vars(cls)))
+
+    def check(self) -> list[str]:
+        """Put back everything that changed since the snapshot; return what changed."""
+        changed = []
+        for name, (module, snap) in self.modules.items():
+            current = vars(module)
+            for key, value in snap.items():
+                if current.get(key, MISSING) is value:
+                    continue
+                if name == "builtins" and key in VOLATILE_BUILTINS:
+                    continue
+                changed.append(f"{name}.{key}")
+                current[key] = value
+        for name, (cls, snap) in self.classes.items():
+            current = dict(vars(cls))
+            for key in set(snap) | set(current):
+                if current.get(key, MISSING) is snap.get(key, MISSING):
+                    continue
+                changed.append(f"{name}.{key}")
+                try:
+                    if key in snap:
+                        setattr(cls, key, snap[key])
+                    else:
+                        delattr(cls, key)
+                except (AttributeError, TypeError):
+                    pass
+        for name, module in self.sys_modules.items():
+            if sys.modules.get(name) is not module:
+                changed.append(f"sys.modules[{name!r}]")
+                sys.modules[name] = module
+        ns = self.shell.user_ns
+        for var, modname in NAMES.items():
+            if var in ns and ns[var] is not self.sys_modules.get(modname, ns[var]):
+                changed.append(f"the name {var!r} (rebound)")
+                ns[var] = self.sys_modules[modname]
+        return changed
+
+    def _report(self, phase: str, changed: list[str]) -> None:
+        if not changed or not self.log_path:
+            return
+        record = {"phase": phase, "count": self.shell.execution_count, "changed": sorted(set(changed))[:50]}
+        with open(self.log_path, "a") as log:
+            log.write(json.dumps(record) + "\n")
+
+    def pre_run_cell(self, info=None) -> None:
+        self.written = 0
+        self.truncated = False
+        self._report("before", self.check())
+
+    def post_run_cell(self, result=None) -> None:
+        self._report("after", self.check())
+        error = getattr(result, "error_in_exec", None)
+        if error is not None:
+            # a failed cell keeps its frames alive (sys.last_traceback, for %debug): let a
+            # cell that filled the memory limit give it back, so later cells can still run
+            error.__traceback__ = None
+            for name in ("last_traceback", "last_value", "last_type", "last_exc"):
+                if hasattr(sys, name):
+                    setattr(sys, name, None)
+            gc.collect()
+
+    def limit_stream(self, stream) -> None:
+        write = stream.write
+        guard = self
+
+        def limited_write(text):
+            if guard.output_limit <= 0:
+                return write(text)
+            n = len(text)
+            if guard.written + n <= guard.output_limit:
+                guard.written += n
+                return write(text)
+            if not guard.truncated:
+                guard.truncated = True
+                room = max(0, guard.output_limit - guard.written)
+                write(text[:room] + f"\n[output truncated by the grader after {guard.output_limit // 1024} kB]\n")
+            guard.written += n
+            return n
+
+        try:
+            stream.write = limited_write
+        except (AttributeError, TypeError):
+            pass
+
+
+def install(shell=None) -> Guard:
+    shell = shell or get_ipython()  # noqa: F821 - IPython's builtin
+    limit = int(os.environ.get("VAEKIT_GRADER_OUTPUT_KB", "1024") or 0) * 1024
+    guard = Guard(shell, os.environ.get("VAEKIT_GUARD_LOG"), limit)
+    shell.events.register("pre_run_cell", guard.pre_run_cell)
+    shell.events.register("post_run_cell", guard.post_run_cell)
+    for stream in (sys.stdout, sys.stderr):
+        guard.limit_stream(stream)
+    return guard
