@@ -11,6 +11,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure as _MplFigure
+from matplotlib.ticker import MaxNLocator
 
 
 class Figure(_MplFigure):
@@ -87,6 +88,7 @@ def plot_training_curves(history: Mapping[str, Sequence[float]], title: str = "T
             ax.legend()
         ax.set_title(name)
         ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
