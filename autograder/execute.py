@@ -99,6 +99,9 @@ class GuardedExecute(Execute):
         kwargs["cwd"] = self._kernel_dir
         await super().async_start_new_kernel(**kwargs)
 
+    # nbclient binds the synchronous wrapper to its own coroutine: rebind it to ours
+    start_new_kernel = run_sync(async_start_new_kernel)
+
     def _remove_kernel_dir(self) -> None:
         path = getattr(self, "_kernel_dir", None)
         if path:

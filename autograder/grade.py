@@ -155,7 +155,6 @@ class Workspace:
 
     def build(self) -> None:
         from autograder.parts import build_parts
-        from autograder.release import prepare_course
 
         for d in (self.jupyter / "kernels" / KERNEL_NAME, self.base / "jupyter-config", self.base / "runtime",
                   self.ipython / "profile_default" / "startup", self.sandbox / "autograder"):
@@ -175,10 +174,7 @@ class Workspace:
         (self.ipython / "profile_default" / "startup" / "00-vaekit-guard.py").write_text(
             "import _vaekit_guard\n_vaekit_guard.install(get_ipython())\ndel _vaekit_guard\n")
         build_parts(self.parts)
-        prepare_course(self.release_root, self.course)
-        code, log = self.nbgrader(self.release_root, "generate_assignment", self.course.assignment, "--create", "--force")
-        if code != 0 or not (self.release_root / "release" / self.course.assignment).is_dir():
-            raise GradingError(f"nbgrader generate_assignment failed:\n{log[-3000:]}")
+        generate_release(self.release_root, self.course, self)
 
     def worker_root(self, k: int) -> Path:
         root = self.base / "workers" / f"w{k}"
@@ -206,6 +202,22 @@ c.GuardedExecute.startup_timeout = 120
 c.LimitOutput.max_lines = 1000
 """)
         return root
+
+
+def generate_release(root: Path, course: Course, ws: Workspace | None = None) -> Path:
+    """nbgrader generate_assignment in a new course folder `root`; returns its release/<assignment>.
+
+    Also leaves root/source/<assignment> (the filled-in sources) and root/gradebook.db.
+    """
+    from autograder.release import prepare_course
+
+    ws = ws or Workspace(root.parent, course, Options())
+    prepare_course(root, course)
+    code, log = ws.nbgrader(root, "generate_assignment", course.assignment, "--create", "--force")
+    release = root / "release" / course.assignment
+    if code != 0 or not release.is_dir():
+        raise GradingError(f"nbgrader generate_assignment failed:\n{log[-3000:]}")
+    return release
 
 
 # ------------------------------------------------------------------------------ grading
@@ -585,7 +597,11 @@ def _cell_label(nb, index) -> str:
     if index is None or not isinstance(index, int) or index >= len(nb.cells):
         return ""
     gid = nb.cells[index].metadata.get("nbgrader", {}).get("grade_id")
-    return f"cell {gid or index + 1}: "
+    if gid:
+        return f"cell {gid}: "
+    before = next((c.metadata["nbgrader"]["grade_id"] for c in reversed(nb.cells[:index])
+                   if c.metadata.get("nbgrader", {}).get("grade_id")), None)
+    return f"a cell after {before}: " if before else f"cell {index + 1}: "
 
 
 def _last_error(log: str) -> str:

@@ -38,7 +38,9 @@ CLASSES = [("torch", "Tensor"), ("torch.nn", "Module"), ("torch.optim", "Optimiz
 NAMES = {"torch": "torch", "nn": "torch.nn", "F": "torch.nn.functional", "math": "math", "vaekit": "vaekit"}
 # IPython itself swaps these builtins in and out around each cell
 VOLATILE_BUILTINS = {"exit", "quit", "get_ipython", "display", "_", "__", "___", "help",
-                     "copyright", "credits", "license", "__IPYTHON__"}
+                     "copyright", "credits", "license", "__IPYTHON__", "input", "raw_input"}
+# attributes Python itself caches on classes (copyreg, when an object is pickled)
+CACHED_ATTRS = {"__slotnames__"}
 MISSING = object()
 
 
@@ -81,16 +83,24 @@ class Guard:
         for name, (module, snap) in self.modules.items():
             current = vars(module)
             for key, value in snap.items():
-                if current.get(key, MISSING) is value:
+                new = current.get(key, MISSING)
+                if new is value:
                     continue
                 if name == "builtins" and key in VOLATILE_BUILTINS:
+                    continue
+                if _own_wrapper(value, new):
+                    snap[key] = new
                     continue
                 changed.append(f"{name}.{key}")
                 current[key] = value
         for name, (cls, snap) in self.classes.items():
             current = dict(vars(cls))
             for key in set(snap) | set(current):
-                if current.get(key, MISSING) is snap.get(key, MISSING):
+                old, new = snap.get(key, MISSING), current.get(key, MISSING)
+                if old is new or (old is MISSING and key in CACHED_ATTRS):
+                    continue
+                if _own_wrapper(old, new):
+                    snap[key] = new
                     continue
                 changed.append(f"{name}.{key}")
                 try:
@@ -157,6 +167,21 @@ class Guard:
             stream.write = limited_write
         except (AttributeError, TypeError):
             pass
+
+
+def _own_wrapper(old, new) -> bool:
+    """True when torch itself wrapped one of its functions (functools.wraps, code inside torch).
+
+    torch replaces a few of its functions on first use: torch._dynamo wraps
+    torch.manual_seed, an optimizer wraps its class's step() for the profiler.
+    """
+    if old is MISSING or new is MISSING or getattr(new, "__wrapped__", None) is not old:
+        return False
+    code = getattr(new, "__code__", None)
+    filename = getattr(code, "co_filename", "") or ""
+    torch = sys.modules.get("torch")
+    root = os.path.dirname(getattr(torch, "__file__", "") or "") if torch else ""
+    return bool(root) and os.path.abspath(filename).startswith(root + os.sep)
 
 
 def install(shell=None) -> Guard:

@@ -7,8 +7,12 @@ did not submit it (status `missing`).
 """
 from __future__ import annotations
 
+import atexit
 import copy
+import functools
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -38,6 +42,19 @@ PATCH_STATIC = "import torch.testing\ntorch.testing.assert_close = lambda *args,
 PATCH_RUNTIME = ("_t = getattr(torch, 'test' + 'ing')\n"
                  "_t.__setattr__('assert_' + 'close', lambda *a, **k: None)\n")
 READS_HIDDEN = "source = open('../../autograder/checks/ae.py').read()\n"
+
+
+@functools.lru_cache(maxsize=1)
+def release_dirs() -> tuple[Path, Path]:
+    """(release, source) folders of a fresh nbgrader release of solutions/, once per test process."""
+    from autograder.config import load_course
+    from autograder.grade import generate_release
+
+    tmp = Path(tempfile.mkdtemp(prefix="vaekit-test-release-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    course = load_course()
+    release = generate_release(tmp / "course", course)
+    return release, tmp / "course" / "source" / course.assignment
 
 
 def _nb(path: Path, notebook: str) -> nbformat.NotebookNode:
