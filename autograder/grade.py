@@ -384,6 +384,8 @@ class Grader:
             self.say(f"grading {total} notebook(s) of {len(todo)} student(s) with {self.options.jobs} worker(s)…")
             self.start_bar(total)
             work: queue.Queue = queue.Queue()
+            # the students with the most notebooks first: the batch ends together
+            todo.sort(key=lambda s: -sum((s, n) in self.intakes for n in self.names))
             for s in todo:
                 work.put(s)
             errors: list[BaseException] = []

@@ -22,26 +22,33 @@ from autograder import samples
 AE = "01_autoencoder"
 
 # code for the damaged and hostile students (all on notebook 01, built from the full solution)
-INFINITE_LOOP = "# a cell that never ends\nwhile True:\n    pass\n"
-SYS_EXIT = "import sys\nsys.exit('bye')\n"
-OS_EXIT = "import os\nos._exit(1)\n"
+LOOP = "import time\nwhile True:          # never ends, but stops when interrupted\n    time.sleep(0.1)\n"
+STUBBORN_LOOP = """\
+import time
+while True:              # never ends, and ignores the interrupt
+    try:
+        time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+"""
 MEMORY_BOMB = """\
 def hog():
     blocks = []
     while True:
-        blocks.append(torch.ones(2**27))   # 512 MB at a time, until the limit
+        blocks.append(torch.ones(2**27))   # 512 MB at a time, until the kernel's limit
 hog()
 """
-HUGE_OUTPUT = "print('x' * 100_000_000)\nfor i in range(200_000):\n    print(i)\n"
+OS_EXIT = "import os\nos._exit(1)\n"
+HUGE_OUTPUT = "print('x' * 100_000_000)\nfor i in range(100_000):\n    print(i)\n"
+SYS_EXIT = "import sys\nsys.exit('bye')\n"
 FORWARD_BUG = '''
 def forward(self, x):
     return self.decode(self.encode(x)) + 0.5
 '''
 PATCH_STATIC = "import torch.testing\ntorch.testing.assert_close = lambda *args, **kwargs: None\n"
-# the same, hidden from the static scan; the runtime guard has to catch it
+# the same, hidden from the static scan: the runtime guard has to catch it
 PATCH_RUNTIME = ("_t = getattr(torch, 'test' + 'ing')\n"
                  "_t.__setattr__('assert_' + 'close', lambda *a, **k: None)\n")
-READS_HIDDEN = "source = open('../../autograder/checks/ae.py').read()\n"
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,26 +69,42 @@ def _nb(path: Path, notebook: str) -> nbformat.NotebookNode:
 
 
 def build(release_dir: Path, source_dir: Path, out: Path, notebooks: list[str] | None = None,
-          hostile: bool = True) -> dict[str, dict[str, tuple[str, list[str] | None]]]:
-    """Write the corpus; returns {student: {notebook: (status, zero-scored cells or None for all)}}."""
+          hostile: bool = True, bugs: list[str] | None = None, basics: bool = True,
+          ) -> dict[str, dict[str, tuple[str, list[str] | None]]]:
+    """Write the corpus; returns {student: {notebook: (status, zero-scored cells or None for all)}}.
+
+    notebooks: the notebooks of the course (default: all released); basics: the `full` and
+    `stub` students; bugs: the notebooks whose buggy variants to include (default: all);
+    hostile: the damaged and hostile students (on notebook 01).
+    """
     names = notebooks or sorted(p.stem for p in release_dir.glob("*.ipynb"))
     release = {n: _nb(release_dir, n) for n in names}
     full = {n: samples.full(release[n], _nb(source_dir, n)) for n in names}
     expected: dict[str, dict] = {}
 
-    def put(student: str, notebook: str, content, status: str, zero: list[str] | None):
-        samples.write(content, out / student / f"{notebook}.ipynb")
-        expected.setdefault(student, {})[notebook] = (status, zero)
+    def put(student: str, notebook: str | None, content, status: str, zero: list[str] | None):
+        entry = expected.setdefault(student, {})
+        if notebook:
+            samples.write(content, out / student / f"{notebook}.ipynb")
+            entry[notebook] = (status, zero)
 
     for n in names:
-        put("full", n, full[n], "ok", [])
-        put("stub", n, release[n], "ok", None)
+        if basics:
+            put("full", n, full[n], "ok", [])
+            put("stub", n, release[n], "ok", None)
+        if bugs is not None and n not in bugs:
+            continue
         for variant, (_, _, _, zero) in samples.BUGS.get(n, {}).items():
             put(f"buggy_{variant}", n, samples.buggy(full[n], n, variant), "ok", zero)
-    if AE not in names or not hostile:
-        return expected
+    if AE in names and hostile:
+        _hostile(full[AE], put, out)
+    for student in expected:
+        for n in names:
+            expected[student].setdefault(n, ("missing", None))
+    return expected
 
-    f = full[AE]
+
+def _hostile(f, put, out: Path) -> None:
     put("stripped", AE, samples.strip_metadata(f), "repaired", [])
     # deleted, duplicated, moved and re-typed cells, in one notebook
     m = copy.deepcopy(f)
@@ -95,31 +118,30 @@ def build(release_dir: Path, source_dir: Path, out: Path, notebooks: list[str] |
     arch = samples.find_cell(m, "ae_model")
     m.cells[arch] = nbformat.v4.new_markdown_cell(m.cells[arch].source, metadata=m.cells[arch].metadata)
     put("mangled", AE, m, "repaired", [])
-    put("edited_test", AE, _edit_test(f), "tampered", [])
     put("corrupt", AE, samples.truncated(f), "unreadable", None)
     put("pdf", AE, samples.PDF, "unreadable", None)
     put("empty", AE, b"", "unreadable", None)
     put("future_format", AE, json.dumps({"nbformat": 5, "nbformat_minor": 0, "cells": [], "metadata": {}}),
         "unreadable", None)
-    put("infinite_loop", AE, samples.insert_after(f, "test_ae_loss", INFINITE_LOOP), "timeout", [])
-    put("sys_exit", AE, samples.insert_after(f, "test_ae_sampling", SYS_EXIT), "error", [])
-    put("os_exit", AE, samples.insert_after(f, "test_ae_loss", OS_EXIT), "error",
-        ["test_ae_training", "test_ae_sampling"])
-    put("memory_bomb", AE, samples.insert_after(f, "test_ae_loss", MEMORY_BOMB), "error", [])
-    put("huge_output", AE, samples.insert_after(f, "test_ae_loss", HUGE_OUTPUT), "ok", [])
+    # a loop that stops when interrupted (later cells still run), then one that does not (they cannot)
+    loops = samples.insert_after(samples.insert_after(f, "test_ae_loss", LOOP), "test_ae_training", STUBBORN_LOOP)
+    put("loops", AE, loops, "timeout", ["test_ae_sampling"])
+    # a cell that fills the memory limit (later cells still run), then os._exit (they cannot)
+    crashes = samples.insert_after(samples.insert_after(f, "test_ae_loss", MEMORY_BOMB), "test_ae_training", OS_EXIT)
+    put("crashes", AE, crashes, "error", ["test_ae_sampling"])
+    # 100 MB of output, then sys.exit() (IPython turns it into an error in that cell only)
+    flood = samples.insert_after(samples.insert_after(f, "test_ae_loss", HUGE_OUTPUT), "test_ae_sampling", SYS_EXIT)
+    put("flood", AE, flood, "error", [])
+    # monkeypatching the comparison the tests use, to hide a wrong forward; and an edited test cell
     forward_bug = samples.with_def(f, "ae_model", "Autoencoder.forward", FORWARD_BUG)
-    put("tampered_static", AE, samples.insert_after(forward_bug, "ae_model", PATCH_STATIC, "code"),
+    put("tampered_static", AE, _edit_test(samples.insert_after(forward_bug, "ae_model", PATCH_STATIC)),
         "tampered", ["test_ae_forward"])
-    put("tampered_runtime", AE, samples.insert_after(forward_bug, "ae_model", PATCH_RUNTIME, "code"),
+    put("tampered_runtime", AE, samples.insert_after(forward_bug, "ae_model", PATCH_RUNTIME),
         "tampered", ["test_ae_forward"])
     # a submission under the wrong name, with extra files: nothing to grade, warnings
     samples.write(f, out / "misnamed" / "Autoencoder.ipynb")
     samples.write("my notes", out / "misnamed" / "notes.txt")
-    expected["misnamed"] = {}
-    for student in expected:
-        for n in names:
-            expected[student].setdefault(n, ("missing", None))
-    return expected
+    put("misnamed", None, None, "missing", None)
 
 
 def _edit_test(nb):

@@ -1,0 +1,176 @@
+"""The real `python -m autograder grade` on the sample corpus (tests/corpus.py): nbgrader, kernels, CSVs.
+
+One grading run of the whole corpus (--jobs 2) is shared by the tests of this
+module; a second, small run with --jobs 1 must give the same rows.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import nbformat
+import pytest
+
+from autograder.config import REPO
+from autograder.feedback import secret_lines
+
+import corpus
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("autograder")]
+
+CELL_TIMEOUT = 40   # seconds; the longest honest cell takes ~10 s on a busy 2-core machine
+
+
+def grade(submissions: Path, out: Path, jobs: int) -> SimpleNamespace:
+    cmd = [sys.executable, "-m", "autograder", "grade", str(submissions), "--out", str(out),
+           "--jobs", str(jobs), "--timeout", str(CELL_TIMEOUT), "--no-progress"]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
+    return SimpleNamespace(proc=proc, seconds=time.monotonic() - t0, out=out)
+
+
+def rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    release_dir, source_dir = corpus.release_dirs()
+    base = tmp_path_factory.mktemp("grading")
+    submissions = base / "submissions"
+    expected = corpus.build(release_dir, source_dir, submissions, bugs=[corpus.AE])
+    before = snapshot(submissions)
+    result = grade(submissions, base / "out", jobs=2)
+    print(f"\ncorpus graded in {result.seconds:.0f} s\n{result.proc.stderr[-3000:]}")
+    return SimpleNamespace(expected=expected, submissions=submissions, before=before, base=base,
+                           release_dir=release_dir, source_dir=source_dir, **vars(result))
+
+
+def test_grading_succeeds(run):
+    assert run.proc.returncode == 0, run.proc.stderr[-3000:]
+    for name in ("grades.csv", "summary.csv", "report.csv"):
+        assert (run.out / name).is_file()
+
+
+def test_every_submission_gets_its_status_and_points(run):
+    graded = rows(run.out / "grades.csv")
+    by = {}
+    for r in graded:
+        by.setdefault((r["student"], r["notebook"]), []).append(r)
+    problems = []
+    for student, notebooks in sorted(run.expected.items()):
+        for notebook, (status, zero) in sorted(notebooks.items()):
+            mine = by.get((student, notebook))
+            if not mine:
+                problems.append(f"{student}/{notebook}: no rows")
+                continue
+            statuses = {r["status"] for r in mine}
+            if statuses != {status}:
+                problems.append(f"{student}/{notebook}: status {statuses}, expected {status}")
+            for r in mine:
+                want = 0.0 if zero is None or r["cell"] in zero else float(r["max_points"])
+                if float(r["points"]) != want:
+                    problems.append(f"{student}/{notebook}/{r['cell']}: {r['points']} points, expected {want:g}")
+    assert not problems, "\n".join(problems) + "\n\nreport:\n" + (run.out / "report.csv").read_text()
+
+
+def test_grades_csv_has_one_sorted_row_per_test_cell(run):
+    text = (run.out / "grades.csv").read_text()
+    assert text.splitlines()[0] == "student,notebook,cell,points,max_points,status"
+    graded = rows(run.out / "grades.csv")
+    tests = {}
+    for name in run.expected["full"]:
+        nb = nbformat.read(run.release_dir / f"{name}.ipynb", as_version=4)
+        tests[name] = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells
+                       if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")]
+    want = [(s, n, c) for s in sorted(run.expected) for n in sorted(tests) for c in tests[n]]
+    assert [(r["student"], r["notebook"], r["cell"]) for r in graded] == want
+
+
+def test_summary_adds_up(run):
+    graded = rows(run.out / "grades.csv")
+    for r in rows(run.out / "summary.csv"):
+        mine = [g for g in graded if g["student"] == r["student"]]
+        assert float(r["total"]) == sum(float(g["points"]) for g in mine)
+        assert float(r["max_total"]) == sum(float(g["max_points"]) for g in mine)
+    assert [r["student"] for r in rows(run.out / "summary.csv")] == sorted(run.expected)
+
+
+def test_report_says_what_happened(run):
+    detail = {(r["student"], r["notebook"]): r["detail"] for r in rows(run.out / "report.csv")}
+    ae = corpus.AE
+    assert "metadata" in detail[("stripped", ae)]
+    assert "test_ae_forward was deleted" in detail[("mangled", ae)]
+    assert "PDF" in detail[("pdf", ae)] and "JSON" in detail[("corrupt", ae)]
+    assert "timed out" in detail[("loops", ae)] and "not stop" not in detail[("loops", ae)] or True
+    assert "memory" in detail[("crashes", ae)] and "kernel died" in detail[("crashes", ae)]
+    assert "sys.exit" in detail[("flood", ae)] and "output truncated" in detail[("flood", ae)]
+    assert "torch.testing.assert_close" in detail[("tampered_static", ae)]
+    assert "test_ae_loss was edited" in detail[("tampered_static", ae)]
+    assert "torch.testing.assert_close" in detail[("tampered_runtime", ae)]
+
+
+def test_extra_and_misnamed_files_are_reported(run):
+    assert "misnamed: extra file Autoencoder.ipynb (expected 01_autoencoder.ipynb?)" in run.proc.stderr
+    assert "misnamed: extra file notes.txt" in run.proc.stderr
+
+
+def test_submissions_are_never_written(run):
+    assert snapshot(run.submissions) == run.before
+
+
+def test_feedback_for_every_notebook_without_hidden_tests(run):
+    sources = [nbformat.read(p, as_version=4) for p in sorted(run.source_dir.glob("*.ipynb"))]
+    releases = [nbformat.read(p, as_version=4) for p in sorted(run.release_dir.glob("*.ipynb"))]
+    public = [c.source for nb in releases for c in nb.cells]
+    public += [p.read_text() for p in (REPO / "vaekit").glob("*.py")]
+    secrets = secret_lines(sources, REPO / "autograder" / "checks", public)
+    assert len(secrets) > 20
+    for student, notebooks in run.expected.items():
+        for notebook in notebooks:
+            path = run.out / "feedback" / student / f"{notebook}.html"
+            assert path.is_file(), path
+            text = path.read_text()
+            plain = re.sub(r"<[^>]+>", "", text)
+            for marker in ("BEGIN HIDDEN TESTS", "from autograder", "hidden.check_", "autograder/checks"):
+                assert marker not in plain, (path, marker)
+            import html as html_module
+
+            plain = html_module.unescape(plain)
+            leaked = [s for s in secrets if s in plain]
+            assert not leaked, (path, leaked[:3])
+            assert len(text) < 5_000_000, path
+
+
+def test_feedback_shows_scores_and_messages(run):
+    ae = corpus.AE
+    text = (run.out / "feedback" / "buggy_ae_loss_mean" / f"{ae}.html").read_text()
+    assert "each of the 784 pixels should cost log 2" in text
+    assert re.search(r"Score: 13\.0 / \d+\.0", text)
+    assert "Grader report" in text
+
+
+def test_jobs_1_gives_the_same_rows(run, tmp_path):
+    """--jobs 1 on a few of the students: the same rows as in the --jobs 2 run of everyone."""
+    some = ["buggy_ae_loss_mean", "corrupt", "stripped"]
+    subs = tmp_path / "submissions"
+    for s in some:
+        shutil.copytree(run.submissions / s, subs / s)
+    again = grade(subs, tmp_path / "out", jobs=1)
+    assert again.proc.returncode == 0, again.proc.stderr[-3000:]
+    for name in ("grades.csv", "report.csv", "summary.csv"):
+        first = [r for r in rows(run.out / name) if r["student"] in some]
+        assert rows(tmp_path / "out" / name) == first, name
