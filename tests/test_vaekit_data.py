@@ -58,7 +58,7 @@ def read_idx_gz(path: Path) -> np.ndarray:
     ndim = magic & 0xFF
     assert magic >> 8 == 0x08, f"{path.name}: not unsigned-byte IDX data (magic {magic:#x})"
     dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims).copy()
 
 
 @pytest.fixture(scope="module")
