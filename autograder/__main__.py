@@ -1,4 +1,4 @@
-"""python -m autograder {release,grade,demo} — see README.md, section Instructors."""
+"""python -m autograder {release,grade,feedback,demo} — see README.md, section Instructors."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="memory of a grading kernel beyond which allocations fail (default 4096)")
     g.add_argument("--shard", type=_shard, help="grade only shard i of n (students in sorted order), e.g. 2/4")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fb = sub.add_parser("feedback", help="after manual grading in OUT/nbgrader: feedback and final grades again")
+    fb.add_argument("out", type=Path, help="the --out folder of `grade`")
     d = sub.add_parser("demo", help="release, make sample submissions, grade them and show the result")
     d.add_argument("--out", type=Path, default=Path("demo_output"), help="folder for everything (default demo_output)")
     d.add_argument("--jobs", type=_positive, default=2)
@@ -67,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("interrupted: the CSVs hold the students graded so far", file=sys.stderr)
             return 130
+    if args.command == "feedback":
+        from autograder.grade import GradingError, refresh_feedback
+
+        try:
+            return refresh_feedback(args.out)
+        except GradingError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "demo":
         from autograder.demo import demo
 

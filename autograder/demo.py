@@ -23,7 +23,7 @@ from pathlib import Path
 import nbformat
 
 from autograder import samples
-from autograder.config import load_course
+from autograder.config import SOLUTIONS, load_course
 
 
 def make_submissions(release_dir: Path, source_dir: Path, out: Path) -> dict[str, str]:
@@ -78,7 +78,7 @@ def table(summary: Path, report: Path) -> str:
 
 
 def demo(out: Path = Path("demo_output"), jobs: int = 2) -> int:
-    from autograder.grade import GradingError, Options, generate_release, grade
+    from autograder.grade import GradingError, Options, grade
     from autograder.release import release as write_release
 
     t0 = time.monotonic()
@@ -90,10 +90,12 @@ def demo(out: Path = Path("demo_output"), jobs: int = 2) -> int:
     print(f"1. building the student notebooks with nbgrader -> {out / 'release'}", flush=True)
     write_release(out / "release", course)
     with tempfile.TemporaryDirectory(prefix="vaekit-demo-") as tmp:
-        release_dir = generate_release(Path(tmp) / "course", course)
-        source_dir = Path(tmp) / "course" / "source" / course.assignment
+        source_dir = Path(tmp) / "source"      # the solutions, placeholders filled in as for the release
+        source_dir.mkdir()
+        for path in sorted(SOLUTIONS.glob("*.ipynb")):
+            (source_dir / path.name).write_text(course.substitute(path.read_text()))
         print(f"2. sample submissions -> {out / 'submissions'}", flush=True)
-        described = make_submissions(release_dir, source_dir, out / "submissions")
+        described = make_submissions(out / "release", source_dir, out / "submissions")
     for student, text in described.items():
         print(f"   {student:<6} {text}")
     print(f"3. grading with `python -m autograder grade {out / 'submissions'} --out {out / 'grades'} "

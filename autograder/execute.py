@@ -33,7 +33,7 @@ from jupyter_client.kernelspec import NoSuchKernel
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbclient.util import run_sync
 from nbformat.notebooknode import NotebookNode
-from traitlets import Float, Integer
+from traitlets import Integer
 
 from nbgrader.preprocessors import Execute
 
@@ -65,7 +65,6 @@ class GuardedExecute(Execute):
     max_output_bytes = Integer(
         4 * 1024 * 1024, help="Bytes of output kept per cell (text and images); the rest is dropped."
     ).tag(config=True)
-    startup_grace = Float(0.0).tag(config=True)
 
     # ------------------------------------------------------------------ kernel
     async def async_start_new_kernel(self, **kwargs):
@@ -186,7 +185,12 @@ class GuardedExecute(Execute):
             self._event(index, "timeout", f"cell timed out after {self.timeout} s")
             if not self._responsive(cell, resources, index):
                 self._stopped = "the kernel did not stop after a timeout in an earlier cell"
+                self._event(index, "timeout", "the code ignored the interrupt: the kernel was stopped, "
+                                              "later cells were not run")
                 self._kill_kernel()
+        if any("[output truncated by the grader" in str(o.get("text", "")) for o in cell.outputs
+               if o.get("output_type") == "stream"):
+            self._event(index, "output", "output truncated")
         for o in cell.outputs:
             if o.get("output_type") != "error":
                 continue
@@ -258,6 +262,5 @@ class GuardedExecute(Execute):
                 note = NotebookNode(output_type="stream", name="stdout",
                                     text=f"\n[output truncated by the grader: more than {self.max_output_bytes // 1024} kB]\n")
                 outs.append(note)
-                self._event(cell_index, "output", "output truncated")
             return None
         return super().output(outs, msg, display_id, cell_index)

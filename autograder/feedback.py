@@ -37,6 +37,10 @@ def secret_lines(source_nbs: list[NotebookNode], checks_dir: Path, public_texts:
     public = set()
     for text in public_texts:
         public |= {line.strip() for line in text.splitlines()}
+    for nb in source_nbs:  # a student who gets it right writes these lines too
+        for cell in nb.cells:
+            if cell.metadata.get("nbgrader", {}).get("solution"):
+                public |= {line.strip() for line in cell.source.splitlines()}
     lines = set()
     for nb in source_nbs:
         for cell in nb.cells:
@@ -66,8 +70,13 @@ def _leaks(output: NotebookNode, secrets: set[str]) -> bool:
 
 
 def clean(nb: NotebookNode, released: dict[str, str], scores: dict[str, tuple[float, float]],
-          secrets: set[str], tampered: bool) -> NotebookNode:
-    """A copy of an autograded notebook that is safe to show the student."""
+          secrets: set[str], tampered: bool, comments: dict[str, str] | None = None,
+          pending: set[str] | None = None) -> NotebookNode:
+    """A copy of an autograded notebook that is safe to show the student.
+
+    comments: the graders' comments per answer cell (after manual grading);
+    pending: the cells still waiting for a grader (default: every written answer).
+    """
     nb = copy.deepcopy(nb)
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})
@@ -80,8 +89,11 @@ def clean(nb: NotebookNode, released: dict[str, str], scores: dict[str, tuple[fl
         if meta.get("grade"):
             score, points = scores.get(gid, (0.0, float(meta.get("points", 0))))
             meta["score"], meta["points"] = score, points
-            if cell.cell_type == "markdown" or meta.get("solution"):
-                meta["comment"] = "Graded by hand later."
+        if meta.get("solution") or meta.get("task"):
+            waiting = gid in pending if pending is not None else bool(meta.get("grade"))
+            comment = (comments or {}).get(gid)
+            if comment or waiting:
+                meta["comment"] = comment or "Graded by hand later."
         if cell.cell_type != "code":
             continue
         kept = []

@@ -7,6 +7,10 @@ SUBMISSIONS/<student>/<notebook>.ipynb in (read only); out come
 * OUT/summary.csv  one row per student: total, maximum, each notebook's score, status
 * OUT/report.csv   one row per student x notebook: status and what the grader did
 * OUT/feedback/<student>/<notebook>.html  the graded notebook for the student, no hidden tests
+* OUT/nbgrader/    an nbgrader course folder holding every result in its gradebook, for
+                   grading the written answers by hand in formgrader; afterwards
+                   `python -m autograder feedback OUT` renders the feedback again with the
+                   manual points and comments, and writes OUT/final_grades.csv
 
 How: everything happens in a temporary folder. The release is generated once
 with nbgrader (its gradebook is the template of every worker's); each
@@ -35,10 +39,11 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autograder.config import REPO, SOLUTIONS, Course, load_course
+from autograder.config import REPO, Course, load_course
 
 ASSIGNMENT_LOG = re.compile(r"(Autograding|Writing \d+ bytes to) (?P<path>\S+\.ipynb)")
 KERNEL_NAME = "vaekit-grader"
@@ -71,6 +76,10 @@ class Result:
     cells: list[tuple[str, float, float]] = field(default_factory=list)   # (cell, points, max)
     autograded: object = field(default=None, repr=False, compare=False)
     all_scores: dict = field(default_factory=dict, repr=False, compare=False)
+    # for the formgrader course: grade_id -> (auto_score, needs_manual_grade); comment id -> text
+    raw_grades: dict = field(default_factory=dict, repr=False, compare=False)
+    raw_comments: dict = field(default_factory=dict, repr=False, compare=False)
+    seconds: float = field(default=0.0, repr=False, compare=False)   # kernel time
 
     @property
     def score(self) -> float:
@@ -405,8 +414,11 @@ class Grader:
             if errors:
                 raise GradingError(str(errors[0]))
             self.write_csvs()
+            self.export_course(ws)
         n_students = len({r.student for r in self.results.values()})
-        self.say(f"graded {n_students} student(s) in {time.monotonic() - t0:.0f} s")
+        run = [r.seconds for r in self.results.values() if r.seconds]
+        per = f"; {len(run)} notebook(s) run, {sum(run) / len(run):.0f} s each on average" if run else ""
+        self.say(f"graded {n_students} student(s) in {time.monotonic() - t0:.0f} s{per}")
         self.say(f"grades:   {self.out / 'grades.csv'}\nsummary:  {self.out / 'summary.csv'}\n"
                  f"report:   {self.out / 'report.csv'}\nfeedback: {self.out / 'feedback'}/<student>/<notebook>.html")
         return 0
@@ -491,7 +503,8 @@ class Grader:
         if not all((folder / f"{n}.ipynb").exists() for n in names):
             return None
         results = []
-        with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        with warnings.catch_warnings(), Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+            warnings.simplefilter("ignore")
             for n in names:
                 try:
                     sub = gb.find_submission_notebook(n, a, sid)
@@ -512,8 +525,60 @@ class Grader:
                 r = Result(student, n, status, list(dict.fromkeys(notes)), cells)
                 r.autograded = nb
                 r.all_scores = {g.name: (float(g.score or 0), float(g.max_score)) for g in sub.grades}
+                r.raw_grades = {g.name: (g.auto_score, bool(g.needs_manual_grade)) for g in sub.grades}
+                r.raw_comments = {c.name: c.auto_comment for c in sub.comments}
+                r.seconds = float(nb.metadata.get(GRADER_KEY, {}).get("seconds", 0.0))
+                kept = self.out / "nbgrader" / "autograded" / r.student / a / f"{n}.ipynb"
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(folder / f"{n}.ipynb", kept)
                 results.append(r)
         return results
+
+    # -- the course folder for nbgrader's formgrader
+    def export_course(self, ws: Workspace) -> Path:
+        """OUT/nbgrader: an nbgrader course folder with every result in its gradebook.
+
+        The written answers are graded there by hand with nbgrader's formgrader
+        (`nbgrader formgrader` or JupyterLab's Formgrader, course root OUT/nbgrader).
+        """
+        from nbgrader.api import Gradebook
+
+        a = self.course.assignment
+        root = self.out / "nbgrader"
+        root.mkdir(parents=True, exist_ok=True)
+        for sub in ("source", "release"):
+            shutil.rmtree(root / sub, ignore_errors=True)
+            shutil.copytree(ws.release_root / sub, root / sub)
+        graded = {r.student for r in self.results.values()}
+        autograded = root / "autograded"
+        if autograded.exists():
+            for folder in autograded.iterdir():
+                if folder.name not in graded:
+                    shutil.rmtree(folder)
+        db = root / "gradebook.db"
+        shutil.copyfile(ws.release_root / "gradebook.db", db)
+        (root / "nbgrader_config.py").write_text(
+            "# the course folder of the last `python -m autograder grade` (for formgrader)\n"
+            "import os\n\nc = get_config()\n"
+            "c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))\n"
+            "c.CourseDirectory.db_url = 'sqlite:///' + os.path.join(c.CourseDirectory.root, 'gradebook.db')\n")
+        with warnings.catch_warnings(), Gradebook(f"sqlite:///{db}") as gb:
+            warnings.simplefilter("ignore")   # SQLAlchemy's autoflush chatter inside nbgrader's API
+            for student in sorted(graded):
+                gb.update_or_create_student(student)
+                gb.update_or_create_submission(a, student)
+            for r in sorted(self.results.values(), key=lambda r: (r.student, r.notebook)):
+                nb = gb.find_submission_notebook(r.notebook, a, r.student)
+                for g in nb.grades:
+                    auto, manual = r.raw_grades.get(g.name, (0.0 if g.cell.cell_type == "code" else None,
+                                                             g.cell.cell_type != "code"))
+                    if not r.raw_grades:          # missing, unreadable: nothing to grade by hand
+                        auto, manual = 0.0, False
+                    g.auto_score, g.needs_manual_grade = auto, manual
+                for c in nb.comments:
+                    c.auto_comment = r.raw_comments.get(c.name)
+            gb.db.commit()
+        return root
 
     # -- feedback
     def feedback(self, root: Path, r: Result, sid: str) -> None:
@@ -609,6 +674,66 @@ def _cell_label(nb, index) -> str:
 def _last_error(log: str) -> str:
     lines = [l for l in log.splitlines() if "ERROR" in l or "Error" in l]
     return (lines[-1] if lines else log.strip().splitlines()[-1] if log.strip() else "no output")[:300]
+
+
+def refresh_feedback(out: Path, course: Course | None = None) -> int:
+    """After manual grading in OUT/nbgrader (formgrader): feedback and OUT/final_grades.csv again.
+
+    The feedback then shows the graders' points and comments on the written
+    answers, still without hidden tests; final_grades.csv has every graded cell,
+    autograded and manual, with `graded` = auto, manual or pending.
+    """
+    import nbformat
+    from nbgrader.api import Gradebook
+
+    from autograder.feedback import clean, render, secret_lines
+
+    course = course or load_course()
+    a = course.assignment
+    root = out / "nbgrader"
+    if not (root / "gradebook.db").is_file():
+        raise GradingError(f"{root / 'gradebook.db'} not found: run `python -m autograder grade ... --out {out}` first")
+    release_dir, source_dir = root / "release" / a, root / "source" / a
+    names = sorted(p.stem for p in release_dir.glob("*.ipynb"))
+    releases = {n: nbformat.read(release_dir / f"{n}.ipynb", as_version=4) for n in names}
+    sources = [nbformat.read(source_dir / f"{n}.ipynb", as_version=4) for n in names]
+    public = [c.source for nb in releases.values() for c in nb.cells]
+    public += [p.read_text() for p in (REPO / "vaekit").glob("*.py")]
+    secrets = secret_lines(sources, Path(__file__).parent / "checks", public)
+    released = {n: {c.metadata["nbgrader"]["grade_id"]: c.source for c in releases[n].cells
+                    if c.metadata.get("nbgrader", {}).get("grade")} for n in names}
+    report = {}
+    if (out / "report.csv").is_file():
+        with (out / "report.csv").open() as f:
+            report = {(r["student"], r["notebook"]): r for r in csv.DictReader(f)}
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["student", "notebook", "cell", "points", "max_points", "graded"])
+    with warnings.catch_warnings(), Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        warnings.simplefilter("ignore")
+        for student in sorted(s.id for s in gb.students):
+            for n in names:
+                sub = gb.find_submission_notebook(n, a, student)
+                info = report.get((student, n), {})
+                status = info.get("status", "ok")
+                notes = [x for x in info.get("detail", "").split("; ") if x]
+                for g in sorted(sub.grades, key=lambda g: g.name):
+                    graded = ("manual" if g.manual_score is not None else
+                              "pending" if g.needs_manual_grade else "auto")
+                    w.writerow([student, n, g.name, fmt(float(g.score or 0)), fmt(float(g.max_score)), graded])
+                path = root / "autograded" / student / a / f"{n}.ipynb"
+                target = out / "feedback" / _safe(student) / f"{n}.html"
+                if not path.is_file():
+                    continue
+                scores = {g.name: (float(g.score or 0), float(g.max_score)) for g in sub.grades}
+                comments = {c.name: c.comment for c in sub.comments if c.comment}
+                pending = {g.name for g in sub.grades if g.needs_manual_grade}
+                nb = clean(nbformat.read(path, as_version=4), released[n], scores, secrets,
+                           status == "tampered", comments, pending)
+                render(nb, student, n, status, notes, float(sub.score), float(sub.max_score), target)
+    (out / "final_grades.csv").write_text(buf.getvalue())
+    print(f"feedback: {out / 'feedback'}\nall grades (auto and manual): {out / 'final_grades.csv'}")
+    return 0
 
 
 def grade(submissions: Path, out: Path, options: Options | None = None) -> int:

@@ -128,7 +128,10 @@ class Scanner:
                     out.append(f"imports {name}")
             for a in node.names:
                 bound = a.asname or a.name.split(".")[0]
-                real = (a.name if isinstance(node, ast.Import) else f"{node.module}.{a.name}")
+                if isinstance(node, ast.Import):   # `import torch.testing` binds torch itself
+                    real = a.name if a.asname else a.name.split(".")[0]
+                else:
+                    real = f"{node.module}.{a.name}"
                 if bound in self.protected and not _same_module(bound, real):
                     out.append(f"rebinds {bound!r}, which the tests use, to {real}")
         elif isinstance(node, ast.Call):

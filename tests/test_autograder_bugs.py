@@ -8,11 +8,18 @@ import pytest
 from autograder import samples
 
 import corpus
-from test_autograder_pipeline import CELL_TIMEOUT, grade, rows
+from test_autograder_pipeline import grade, rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("autograder")]
 
 LATER = sorted(n for n in samples.BUGS if n != corpus.AE)
+
+# bugs known to cost more than their own check, until the notebook changes (then remove them here)
+KNOWN = {
+    ("buggy_reparam_no_grad", "test_vae_model"):
+        "02_vae: the visible part of test_vae_model runs the student's own reparameterize inside VAE "
+        "(vaekit.check_gradient_flow(logits, model)), so a reparameterize without gradient also fails it",
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +39,7 @@ def run(tmp_path_factory):
 
 def test_each_bug_loses_exactly_its_checks_points(run):
     expected, graded = run
-    problems = []
+    problems, known = [], []
     for student, notebooks in sorted(expected.items()):
         for notebook, (status, zero) in notebooks.items():
             if status == "missing":
@@ -41,6 +48,10 @@ def test_each_bug_loses_exactly_its_checks_points(run):
                 if r["student"] == student and r["notebook"] == notebook:
                     want = 0.0 if r["cell"] in zero else float(r["max_points"])
                     if float(r["points"]) != want or r["status"] != status:
-                        problems.append(f"{student}/{r['cell']}: {r['points']} points ({r['status']}), "
-                                        f"expected {want:g} ({status})")
+                        (known if (student, r["cell"]) in KNOWN else problems).append(
+                            f"{student}/{r['cell']}: {r['points']} points ({r['status']}), expected {want:g} ({status})")
     assert not problems, "\n".join(problems)
+    fixed = [k for k in KNOWN if k[0] in expected and not any(line.startswith(f"{k[0]}/{k[1]}:") for line in known)]
+    assert not fixed, f"known issues no longer happen, remove them from KNOWN: {fixed}"
+    if known:
+        pytest.xfail("known: " + "; ".join(KNOWN[k] for k in KNOWN if k[0] in expected))

@@ -7,7 +7,6 @@ import sys
 import nbformat
 import pytest
 
-from autograder import samples
 from autograder.config import REPO
 from autograder.demo import make_submissions, table
 from autograder.feedback import clean, render, secret_lines

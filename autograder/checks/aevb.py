@@ -194,8 +194,8 @@ def _candidates(model: LinearGaussian, x: torch.Tensor, groups: list[torch.Tenso
         n = len(z)
         lse = lambda a: torch.logsumexp(a, 0) - math.log(n)  # noqa: E731
         for name, value in (
-            ("recon", lpxz.mean()),
             ("recon_at_mean", model.log_px_given_z(x[b : b + 1], mu[b : b + 1])[0]),
+            ("recon", lpxz.mean()),
             ("no_prior", lse(lpxz - lqz)),
             ("no_posterior", lse(lpxz + lpz)),
             ("plus_posterior", lse(lpxz + lpz + lqz)),
@@ -219,10 +219,13 @@ MISTAKES = {
                     "with q(z | x) = N(mu, diag exp(logvar)) from model.encode(x)",
     "plus_posterior": "log q(z | x) is added to the log-weights: it must be subtracted (the weight is p(x, z) / q(z | x))",
     "no_log_k": "the estimate is too large by log K: average the K weights (logsumexp − log K), do not sum them",
+    "mean_of_logs": "you average the log-weights, which estimates the ELBO whatever K (the mean of the logs is not "
+                    "the log of the mean): average the weights themselves, in log space — logsumexp over the "
+                    "samples minus log K",
 }
 
 
-def _diagnose(model, x, est, truth, k) -> str:
+def _diagnose(model, x, est, k) -> str:
     """Name the mistake whose value matches the student's estimate, if one does."""
     groups = _samples_per_image(model, x)
     if groups is None:
@@ -269,7 +272,7 @@ def check_exact(log_likelihood_estimate) -> None:
         e, t = _per_image(est, truth)
         if torch.allclose(e, t, rtol=1e-6, atol=1e-4):
             continue
-        why = _diagnose(model, x, est, truth, k)
+        why = _diagnose(model, x, est, k)
         raise AssertionError(
             "when the encoder is the true posterior, every weight p(x, z) / q(z | x) equals p(x), so the "
             "estimate must equal log p(x) for any number of samples; yours does not"
@@ -296,39 +299,39 @@ def check_bounds(log_likelihood_estimate) -> None:
             "check log p(x | z), log p(z) and log q(z | x)")
 
     # K = 100: above the ELBO by most of the gap, and still not above log p(x)
-    xs = x[:64]
-    est, t = _per_image(_estimate(log_likelihood_estimate, model, xs, 100, "with 100 samples"), truth[:64])
-    _, e = _per_image(est, elbo[:64])
+    xs = x[:32]
+    est, t = _per_image(_estimate(log_likelihood_estimate, model, xs, 100, "with 100 samples"), truth[:32])
+    _, e = _per_image(est, elbo[:32])
     mean_rise = float((est - e).mean())
     if mean_rise < 0.5 * gap:
         words = "stays at the ELBO" if abs(mean_rise) < 0.25 * gap else "does not rise enough above the ELBO"
-        raise AssertionError(
-            f"with 100 samples the estimate {words}: averaging the log-weights gives the ELBO, whatever K "
-            "(the mean of logs is not the log of the mean). Average the weights themselves, in log space: "
-            "logsumexp over the samples minus log K")
+        why = _diagnose(model, xs, est, 100) or (
+            "the average of K weights should approach p(x) as K grows; check that you average the weights, "
+            "not their logs (logsumexp over the samples minus log K)")
+        raise AssertionError(f"with 100 samples the estimate {words}: {why}")
     sd = math.sqrt(relvar / 100)
     require(float((est - t).mean()) < 5 * sd / math.sqrt(est.numel()) + 1e-6,
             "with 100 samples the estimate lies above log p(x) on average, which importance sampling cannot do: "
             "check that you subtract log K and subtract (not add) log q(z | x)")
 
-    # K = 1000: close to log p(x)
-    xs = x[:8]
-    est, t = _per_image(_estimate(log_likelihood_estimate, model, xs, 1000, "with 1000 samples"), truth[:8])
-    sd = math.sqrt(relvar / 1000)
-    bias = relvar / (2 * 1000)
+    # K = 500: close to log p(x)
+    xs = x[:16]
+    est, t = _per_image(_estimate(log_likelihood_estimate, model, xs, 500, "with 500 samples"), truth[:16])
+    sd = math.sqrt(relvar / 500)
+    bias = relvar / (2 * 500)
     require(abs(float((est - t).mean())) < 5 * sd / math.sqrt(est.numel()) + bias,
-            "with 1000 samples the estimate has not converged to log p(x): with an encoder close to the "
+            "with 500 samples the estimate has not converged to log p(x): with an encoder close to the "
             "posterior it should approach log p(x) as K grows (check the log-weights and logsumexp − log K)")
 
 
 def check_stable(log_likelihood_estimate) -> None:
     """Finite and accurate when log-weights are huge (exp would overflow or underflow), also for large K."""
     cases = (
-        # (dtype, noise std, targets for log p(x), K): float32 with weights just below exp's limit and
-        # many samples (their sum overflows), float64 far beyond it on both sides
-        (torch.float32, 0.1, [85.0, 87.0], 2000),
-        (torch.float64, 0.01, [1500.0, 2500.0], 500),
-        (torch.float64, NEUTRAL_STD, [-1500.0, -3000.0], 500),
+        # (dtype, noise std, targets for log p(x), K): float32 with each weight just below exp's limit
+        # (their sum over the samples overflows), float64 far beyond the limit on both sides
+        (torch.float32, 0.1, [87.0, 88.0], 200),
+        (torch.float64, 0.01, [1500.0, 2500.0], 100),
+        (torch.float64, NEUTRAL_STD, [-1500.0, -3000.0], 100),
     )
     torch.manual_seed(0)
     for dtype, std, targets, k in cases:
