@@ -420,7 +420,8 @@ class Grader:
         per = f"; {len(run)} notebook(s) run, {sum(run) / len(run):.0f} s each on average" if run else ""
         self.say(f"graded {n_students} student(s) in {time.monotonic() - t0:.0f} s{per}")
         self.say(f"grades:   {self.out / 'grades.csv'}\nsummary:  {self.out / 'summary.csv'}\n"
-                 f"report:   {self.out / 'report.csv'}\nfeedback: {self.out / 'feedback'}/<student>/<notebook>.html")
+                 f"report:   {self.out / 'report.csv'}\nfeedback: {self.out / 'feedback'}/<student>/<notebook>.html\n"
+                 f"nbgrader course for manual grading (formgrader): {self.out / 'nbgrader'}")
         return 0
 
     def blank(self, student: str, notebook: str, status: str, notes: list[str]) -> Result:

@@ -24,7 +24,7 @@ DEFAULT_MODULES = frozenset({
 ALLOWED_MODULE_WRITES = ("torch.backends.", "plt.rcParams", "matplotlib.rcParams", "np.random.seed")
 FORBIDDEN_IMPORTS = ("autograder", "nbgrader", "sqlite3", "ctypes", "_vaekit_guard", "builtins", "gc")
 SUSPICIOUS_TEXT = (
-    "autograder", "gradebook", "vaekit_guard", "nbgrader", "hidden test", "/checks", "solutions/",
+    "autograder", "gradebook", "vaekit_guard", "nbgrader", "hidden test", "/checks", "solutions",
     "source/", "sqlite", "VAEKIT_GUARD", "VAEKIT_GRADER", "/proc/", "autograded", "submitted/",
 )
 SUSPICIOUS_ATTRS = {
@@ -33,7 +33,7 @@ SUSPICIOUS_ATTRS = {
     "__builtins__", "set_custom_exc", "custom_exceptions", "CustomTB", "events", "ast_transformers",
     "input_transformers_post", "input_transformers_cleanup", "showtraceback", "_showtraceback",
     "showsyntaxerror", "excepthook", "displayhook", "display_pub", "run_cell", "run_cell_async",
-    "run_ast_nodes", "user_ns_hidden",
+    "run_ast_nodes", "user_ns_hidden", "__file__", "__path__",
 }
 DYNAMIC_CALLS = {"exec", "eval", "compile", "__import__", "setattr", "delattr", "globals", "vars"}
 MODULE_DICT_WRITES = {"update", "pop", "popitem", "clear", "setdefault", "__setitem__", "__delitem__"}

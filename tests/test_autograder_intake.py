@@ -200,6 +200,7 @@ HOSTILE = [
     "!cat ../../gradebook.db",
     "vars(torch.testing).update(assert_close=print)",
     "torch.testing.__dict__['assert_close'] = print",
+    "from pathlib import Path\nroot = Path(vaekit.__file__).parents[1]\nprint((root / 'solutions').iterdir())",
 ]
 HARMLESS = [
     "model.encoder = nn.Linear(2, 2)",
