@@ -157,11 +157,12 @@ def render(nb: NotebookNode, student: str, notebook: str, status: str, notes: li
     return path
 
 
-def render_missing(student: str, notebook: str, status: str, notes: list[str], max_score: float, path: Path) -> Path:
+def render_missing(student: str, notebook: str, status: str, notes: list[str], max_score: float, path: Path,
+                   score: float = 0.0) -> Path:
     items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-    what = "was not found" if status == "missing" else "could not be read"
+    what = {"missing": "was not found", "unreadable": "could not be read"}.get(status, "was graded")
     body = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{notebook}</title></head><body>"
-            f"<h2>{html.escape(notebook)} (Score: 0 / {max_score:g})</h2>"
+            f"<h2>{html.escape(notebook)} (Score: {score:g} / {max_score:g})</h2>"
             f"<p>Your submission of <code>{html.escape(notebook)}.ipynb</code> {what} ({status}).</p>"
             f"<ul>{items}</ul></body></html>\n")
     path.parent.mkdir(parents=True, exist_ok=True)

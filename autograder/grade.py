@@ -332,7 +332,7 @@ class Grader:
 
     # -- main
     def run(self) -> int:
-        from autograder.intake import build_reference, take_in
+        from autograder.intake import Intake, build_reference, take_in
 
         import nbformat
 
@@ -343,6 +343,9 @@ class Grader:
             raise GradingError(f"--out {self.out} is inside the submissions folder, which the grader never writes to")
         students = self.students()
         self.out.mkdir(parents=True, exist_ok=True)
+        for stale in ("feedback", "nbgrader"):   # our own folders, from an earlier run into OUT
+            shutil.rmtree(self.out / stale, ignore_errors=True)
+        (self.out / "final_grades.csv").unlink(missing_ok=True)
         with tempfile.TemporaryDirectory(prefix="vaekit-grade-") as tmp:
             ws = Workspace(Path(tmp), self.course, self.options)
             self.say("building the release with nbgrader…")
@@ -373,7 +376,10 @@ class Grader:
                     if n not in files:
                         immediate.append(self.blank(student, n, "missing", [f"{n}.ipynb not found in the submission"]))
                         continue
-                    intake = take_in(ref, files[n])
+                    try:
+                        intake = take_in(ref, files[n])
+                    except Exception as exc:  # a bug of the grader on an odd notebook: report, go on
+                        intake = Intake("error", [f"the grader could not read this notebook ({type(exc).__name__}: {exc})"])
                     if intake.nb is None:
                         immediate.append(self.blank(student, n, intake.status, intake.notes))
                         continue
@@ -467,7 +473,10 @@ class Grader:
             raise GradingError(f"the grading kernel could not be found:\n{log[-2000:]}")
         results, failed = [], []
         for s in batch:
-            done = self.collect(root, s, ids[s], notebook)
+            try:
+                done = self.collect(root, s, ids[s], notebook)
+            except Exception:  # an unreadable result: grade the student again, alone
+                done = None
             if done is None:
                 failed.append(s)
             else:
@@ -583,11 +592,17 @@ class Grader:
 
     # -- feedback
     def feedback(self, root: Path, r: Result, sid: str) -> None:
-        from autograder.feedback import clean, render
+        from autograder.feedback import clean, render, render_missing
 
-        nb = clean(r.autograded, self.released_tests[r.notebook], r.all_scores, self.secrets, r.status == "tampered")
-        max_total = sum(m for _, m in r.all_scores.values())
-        render(nb, r.student, r.notebook, r.status, r.notes, r.score, max_total, self.feedback_path(r))
+        try:
+            nb = clean(r.autograded, self.released_tests[r.notebook], r.all_scores, self.secrets,
+                       r.status == "tampered")
+            max_total = sum(m for _, m in r.all_scores.values())
+            render(nb, r.student, r.notebook, r.status, r.notes, r.score, max_total, self.feedback_path(r))
+        except Exception as exc:  # never lose the grades over a page that does not render
+            self.say(f"warning: {r.student}/{r.notebook}: feedback could not be rendered ({exc})")
+            render_missing(r.student, r.notebook, r.status, r.notes + [f"graded: {r.score:g} points; the "
+                           "graded notebook could not be rendered"], r.max_score, self.feedback_path(r), r.score)
         r.autograded = None
 
     def feedback_blank(self, r: Result) -> None:
