@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--memory-limit", type=_positive, default=4096, metavar="MB",
                    help="memory of a grading kernel beyond which allocations fail (default 4096)")
     g.add_argument("--shard", type=_shard, help="grade only shard i of n (students in sorted order), e.g. 2/4")
+    g.add_argument("--db-url", help="write the results into this nbgrader database (e.g. a PostgreSQL server "
+                                    "shared by the machines of a sharded run) instead of OUT/nbgrader/gradebook.db")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     fb = sub.add_parser("feedback", help="after manual grading in OUT/nbgrader: feedback and final grades again")
     fb.add_argument("out", type=Path, help="the --out folder of `grade`")
@@ -60,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         from autograder.grade import GradingError, Options, grade
 
         options = Options(jobs=args.jobs, timeout=args.timeout, notebook_timeout=args.notebook_timeout,
-                          memory_mb=args.memory_limit, shard=args.shard, progress=not args.no_progress)
+                          memory_mb=args.memory_limit, shard=args.shard, progress=not args.no_progress,
+                          db_url=args.db_url)
         try:
             return grade(args.submissions, args.out, options)
         except GradingError as exc:

@@ -161,6 +161,7 @@ class GuardedExecute(Execute):
             self._mark_not_run(cell, index)
             return cell, resources
         self._cell_bytes[index] = 0
+        self._last_timeout = self.timeout
         status = "ok"
         try:
             cell, resources = super().preprocess_cell(cell, resources, index)
@@ -171,7 +172,7 @@ class GuardedExecute(Execute):
             self._stopped = "the kernel died in an earlier cell"
             self._event(index, "error", "the kernel died")
         except CellTimeoutError:
-            cell.outputs.append(error_output(TIMEOUT, f"the cell ran longer than {self.timeout} s"))
+            cell.outputs.append(error_output(TIMEOUT, f"the cell ran longer than {self._last_timeout} s"))
             status = "timeout"
         except Exception as exc:  # lost connection to the kernel and the like
             cell.outputs.append(error_output(KERNEL_DIED, f"lost the kernel ({type(exc).__name__}: {exc})"))
@@ -182,7 +183,7 @@ class GuardedExecute(Execute):
         if status == "ok" and any(o.get("output_type") == "error" and o.get("ename") == TIMEOUT for o in cell.outputs):
             status = "timeout"
         if status == "timeout":
-            self._event(index, "timeout", f"cell timed out after {self.timeout} s")
+            self._event(index, "timeout", f"cell timed out after {self._last_timeout} s")
             if not self._responsive(cell, resources, index):
                 self._stopped = "the kernel did not stop after a timeout in an earlier cell"
                 self._event(index, "timeout", "the code ignored the interrupt: the kernel was stopped, "
@@ -208,6 +209,15 @@ class GuardedExecute(Execute):
         cell.metadata[GRADER_KEY] = {"status": status}
         self.nb.cells[index] = cell
         return cell, resources
+
+    def _get_timeout(self, cell):
+        """The per-cell timeout; a cell's metadata `timeout` may lower it, never raise it."""
+        timeout = super()._get_timeout(cell)
+        own = cell.metadata.get("timeout") if cell is not None else None
+        if isinstance(own, (int, float)) and not isinstance(own, bool) and own > 0 and (timeout is None or own < timeout):
+            timeout = int(own)
+        self._last_timeout = timeout
+        return timeout
 
     def _responsive(self, cell, resources, index) -> bool:
         """After a timeout: does the kernel answer a trivial request?"""

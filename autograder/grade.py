@@ -59,6 +59,7 @@ class Options:
     threads: int = 1              # torch threads per kernel
     shard: tuple[int, int] | None = None
     progress: bool = True
+    db_url: str | None = None     # a shared gradebook (e.g. PostgreSQL) instead of OUT/nbgrader's SQLite
 
 
 class GradingError(RuntimeError):
@@ -566,13 +567,18 @@ class Grader:
                 if folder.name not in graded:
                     shutil.rmtree(folder)
         db = root / "gradebook.db"
-        shutil.copyfile(ws.release_root / "gradebook.db", db)
+        if self.options.db_url:   # a shared database, where `nbgrader generate_assignment` ran once
+            url = self.options.db_url
+            db_line = f"c.CourseDirectory.db_url = {url!r}\n"
+        else:
+            shutil.copyfile(ws.release_root / "gradebook.db", db)
+            url = f"sqlite:///{db}"
+            db_line = "c.CourseDirectory.db_url = 'sqlite:///' + os.path.join(c.CourseDirectory.root, 'gradebook.db')\n"
         (root / "nbgrader_config.py").write_text(
             "# the course folder of the last `python -m autograder grade` (for formgrader)\n"
             "import os\n\nc = get_config()\n"
-            "c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))\n"
-            "c.CourseDirectory.db_url = 'sqlite:///' + os.path.join(c.CourseDirectory.root, 'gradebook.db')\n")
-        with warnings.catch_warnings(), Gradebook(f"sqlite:///{db}") as gb:
+            "c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))\n" + db_line)
+        with warnings.catch_warnings(), Gradebook(url) as gb:
             warnings.simplefilter("ignore")   # SQLAlchemy's autoflush chatter inside nbgrader's API
             for student in sorted(graded):
                 gb.update_or_create_student(student)

@@ -21,6 +21,8 @@ from autograder import samples
 
 AE = "01_autoencoder"
 
+LOOP_TIMEOUT = 10   # seconds, for the cells that never end
+
 # code for the damaged and hostile students (all on notebook 01, built from the full solution)
 LOOP = "import time\nwhile True:          # never ends, but stops when interrupted\n    time.sleep(0.1)\n"
 STUBBORN_LOOP = """\
@@ -125,6 +127,9 @@ def _hostile(f, put, out: Path) -> None:
         "unreadable", None)
     # a loop that stops when interrupted (later cells still run), then one that does not (they cannot)
     loops = samples.insert_after(samples.insert_after(f, "test_ae_loss", LOOP), "test_ae_training", STUBBORN_LOOP)
+    for cell in loops.cells:   # a cell may lower its own timeout: the test need not wait for the long one
+        if "while True" in cell.source:
+            cell.metadata["timeout"] = LOOP_TIMEOUT
     put("loops", AE, loops, "timeout", ["test_ae_sampling"])
     # a cell that fills the memory limit (later cells still run), then os._exit (they cannot)
     crashes = samples.insert_after(samples.insert_after(f, "test_ae_loss", MEMORY_BOMB), "test_ae_training", OS_EXIT)

@@ -22,8 +22,8 @@ KNOWN = {
 }
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
+@pytest.fixture(scope="session")
+def bugs_run(tmp_path_factory):
     release_dir, source_dir = corpus.release_dirs()
     names = sorted(p.stem for p in release_dir.glob("*.ipynb"))
     todo = [n for n in LATER if n in names]
@@ -37,8 +37,8 @@ def run(tmp_path_factory):
     return expected, rows(result.out / "grades.csv")
 
 
-def test_each_bug_loses_exactly_its_checks_points(run):
-    expected, graded = run
+def test_each_bug_loses_exactly_its_checks_points(bugs_run):
+    expected, graded = bugs_run
     problems, known = [], []
     for student, notebooks in sorted(expected.items()):
         for notebook, (status, zero) in notebooks.items():
