@@ -147,9 +147,17 @@ def test_test_split_only_notice_and_8000_2000_split(t10k_dir: Path, tmp_path: Pa
     assert no_network == [], "download=False must not try to download"
 
 
-def test_failed_download_falls_back_to_the_test_split(t10k_dir: Path, tmp_path: Path, capsys, no_network):
+def test_a_test_split_alone_is_used_without_trying_the_network(t10k_dir: Path, tmp_path: Path, capsys, no_network):
     copy_t10k(t10k_dir, tmp_path / "mnist")
     data = load_mnist(tmp_path)
+    assert no_network == [], "an offline test split must not cost a download attempt on every call"
+    assert "download=True" in capsys.readouterr().out
+    assert len(data.train_x) == 8000 and not (tmp_path / "MNIST").exists()
+
+
+def test_failed_download_falls_back_to_the_test_split(t10k_dir: Path, tmp_path: Path, capsys, no_network):
+    copy_t10k(t10k_dir, tmp_path / "mnist")
+    data = load_mnist(tmp_path, download=True)
     out = capsys.readouterr().out
     assert no_network == [(tmp_path, "mnist")]
     assert "could not download the mnist training split (OSError)" in out
@@ -164,7 +172,7 @@ def test_a_successful_download_is_used(t10k_dir: Path, tmp_path: Path, monkeypat
         copy_t10k(t10k_dir, Path(root) / "MNIST" / "raw", as_train=True)
 
     monkeypatch.setattr(vaekit.data, "_download", fake_download)
-    data = load_mnist(tmp_path)
+    data = load_mnist(tmp_path, download=True)
     out = capsys.readouterr().out
     assert "TEST SPLIT ONLY" not in out
     assert str(tmp_path / "MNIST" / "raw") in data.source

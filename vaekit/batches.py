@@ -1,8 +1,9 @@
 """Minibatches straight from preloaded tensors.
 
 An epoch costs about what indexing a tensor costs: no per-image Python, no PIL,
-no worker processes. This replaces `DataLoader(dataset, transform=ToTensor())`,
-which is about 10x slower for a small VAE on a CPU (benchmarks/data_pipeline.py).
+no worker processes. It replaces `DataLoader(dataset, transform=ToTensor())`, whose
+per-image work costs about 100x more than this indexing and made a small MLP VAE's CPU
+epoch about 2.5x slower here (benchmarks/data_pipeline.py, benchmarks/RESULTS.md).
 """
 from __future__ import annotations
 

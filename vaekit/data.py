@@ -111,7 +111,7 @@ def _download(root: Path, dataset: str) -> None:
 def load_mnist(
     root: str | Path | None = None,
     dataset: str = "mnist",
-    download: bool = True,
+    download: bool | None = None,
     binarize: str | None = None,
     device: torch.device | str = "cpu",
     verbose: bool = True,
@@ -121,7 +121,9 @@ def load_mnist(
     root: data folder; default `$VAEKIT_DATA`, /content/data in Colab, else
         ~/.cache/vaekit/data. Files may sit in `root/MNIST/raw/` (torchvision's
         layout), `root/mnist/` or `root/` itself, plain or gzipped.
-    download: fetch missing files through torchvision.
+    download: None (default) downloads through torchvision only when no split is on
+        disk; True also fetches a missing training split next to a test split;
+        False never touches the network.
     binarize: None for grey levels, or "static" for one fixed binary sample of
         every image (seed 0). For dynamic binarization (a new sample every epoch)
         use `batches(..., dynamic_binarize=True)`.
@@ -137,7 +139,8 @@ def load_mnist(
     root = Path(root).expanduser() if root is not None else default_root()
     folders = _candidate_folders(root, dataset)
     train, test = _load_split(folders, "train"), _load_split(folders, "test")
-    if (train is None or test is None) and download:
+    wanted = download if download is not None else (train is None and test is None)
+    if (train is None or test is None) and wanted:
         try:
             _download(root, dataset)
         except Exception as exc:  # no network, a blocked mirror, a failed checksum
@@ -160,7 +163,8 @@ def load_mnist(
         train_x, train_y, val_x, val_y = test_x[:cut], test_y[:cut], test_x[cut:], test_y[cut:]
         source = (
             f"{dataset} TEST SPLIT ONLY from {folder}: the training files are missing, so its "
-            f"{len(test_x):,} images are split into {cut:,} train + {TEST_ONLY_VAL:,} validation"
+            f"{len(test_x):,} images are split into {cut:,} train + {TEST_ONLY_VAL:,} validation "
+            f"(load_mnist(download=True) fetches the training split)"
         )
     if verbose:
         print(source)
