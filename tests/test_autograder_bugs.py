@@ -10,7 +10,7 @@ from autograder import samples
 import corpus
 from test_autograder_pipeline import grade, rows
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("autograder")]
+pytestmark = pytest.mark.slow
 
 LATER = sorted(n for n in samples.BUGS if n != corpus.AE)
 

@@ -13,7 +13,7 @@ from autograder.feedback import clean, render, secret_lines
 
 import corpus
 
-pytestmark = pytest.mark.xdist_group("autograder")
+
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from autograder.tamper import Scanner
 
 import corpus
 
-pytestmark = pytest.mark.xdist_group("autograder")
+
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from autograder.feedback import secret_lines
 
 import corpus
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("autograder")]
+pytestmark = pytest.mark.slow
 
 # seconds: the longest honest cell (03's sweep of five VAEs) takes ~8 s on an idle 2-core machine and
 # ~40 s on one loaded five times over; the endless loops of the corpus carry a shorter timeout of their own
