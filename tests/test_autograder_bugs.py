@@ -15,11 +15,7 @@ pytestmark = pytest.mark.slow
 LATER = sorted(n for n in samples.BUGS if n != corpus.AE)
 
 # bugs known to cost more than their own check, until the notebook changes (then remove them here)
-KNOWN = {
-    ("buggy_reparam_no_grad", "test_vae_model"):
-        "02_vae: the visible part of test_vae_model runs the student's own reparameterize inside VAE "
-        "(vaekit.check_gradient_flow(logits, model)), so a reparameterize without gradient also fails it",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 @pytest.fixture(scope="session")
