@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     fb = sub.add_parser("feedback", help="after manual grading in OUT/nbgrader: feedback and final grades again")
     fb.add_argument("out", type=Path, help="the --out folder of `grade`")
+    pub = sub.add_parser("publish", help="write the public student repository (release + vaekit only) to DIR")
+    pub.add_argument("dir", type=Path, help="a folder outside this repository; replaced")
     d = sub.add_parser("demo", help="release, make sample submissions, grade them and show the result")
     d.add_argument("--out", type=Path, default=Path("demo_output"), help="folder for everything (default demo_output)")
     d.add_argument("--jobs", type=_positive, default=2)
@@ -80,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         except GradingError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    if args.command == "publish":
+        from autograder.publish import publish
+
+        files = publish(args.dir)
+        print(f"wrote {len(files)} files to {args.dir}: push them to the public course repository")
+        return 0
     if args.command == "demo":
         from autograder.demo import demo
 

@@ -18,3 +18,15 @@ def test_publish_refuses_a_folder_inside_the_repo():
 
     with pytest.raises(ValueError, match="outside this repository"):
         publish(REPO / "public")
+
+
+def test_publish_command(tmp_path):
+    import subprocess
+    import sys
+
+    from autograder.config import REPO
+
+    proc = subprocess.run([sys.executable, "-m", "autograder", "publish", str(tmp_path / "pub")],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "pub" / "assignments" / "01_autoencoder.ipynb").exists()
