@@ -1,0 +1,105 @@
+"""Autograde throughput: `python -m autograder grade` (--jobs 1 and --jobs 2) against stock
+`nbgrader autograde` run serially, over the same synthetic class, in one run.
+
+The class: copies of the demo's students (full solutions, untouched stubs, a buggy student),
+`--students` in all, `--notebooks` of the course. Stock nbgrader gets the same submissions in
+a plain course folder (its own gradebook made by `nbgrader generate_assignment`), with the
+environment the hidden tests need (PYTHONPATH, VAEKIT_DATA, reference parts for 03/04).
+
+Usage: python benchmarks/autograde_throughput.py [--students 6] [--notebooks 01_autoencoder 02_vae]
+Prints seconds per notebook for each way and the ratios last.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import nbformat  # noqa: E402
+
+from autograder import samples  # noqa: E402
+from autograder.config import SOLUTIONS, load_course  # noqa: E402
+from autograder.parts import build_parts  # noqa: E402
+from autograder.release import generate, prepare_course, tool_env  # noqa: E402
+
+
+def make_class(release_dir: Path, source_dir: Path, names: list[str], students: int, out: Path) -> int:
+    """Students cycle through full / stub / one bug; returns the number of notebooks written."""
+    count = 0
+    for i in range(students):
+        kind = ("full", "stub", "buggy")[i % 3]
+        for n in names:
+            release = nbformat.read(release_dir / f"{n}.ipynb", as_version=4)
+            full = samples.full(release, nbformat.read(source_dir / f"{n}.ipynb", as_version=4))
+            nb = {"full": full, "stub": release}.get(kind)
+            if nb is None:
+                variants = samples.BUGS.get(n)
+                nb = samples.buggy(full, n, next(iter(variants))) if variants else full
+            samples.write(nb, out / f"s{i:03d}" / f"{n}.ipynb")
+            count += 1
+    return count
+
+
+def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:4])} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--students", type=int, default=6)
+    parser.add_argument("--notebooks", nargs="+", default=["01_autoencoder", "02_vae"])
+    args = parser.parse_args()
+    course = load_course()
+    data = os.environ.get("VAEKIT_DATA") or str(REPO.parent / "shared" / "data")
+    with tempfile.TemporaryDirectory(prefix="vaekit-bench-") as tmp:
+        tmp = Path(tmp)
+        root = prepare_course(tmp / "course", course)
+        source_dir = root / "source" / course.assignment
+        for p in source_dir.glob("*.ipynb"):
+            if p.stem not in args.notebooks:
+                p.unlink()
+        release_dir = generate(root, course)
+        subs = tmp / "submissions"
+        n_notebooks = make_class(release_dir, source_dir, args.notebooks, args.students, subs)
+
+        env = tool_env(VAEKIT_DATA=data, PYTHONPATH=str(REPO), MPLBACKEND="Agg")
+        times = {}
+        for jobs in (1, 2):
+            times[f"autograder --jobs {jobs}"] = run(
+                [sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(tmp / f"out{jobs}"),
+                 "--jobs", str(jobs), "--no-progress"], env, cwd=REPO)
+
+        # stock nbgrader: the same submissions in submitted/<student>/<assignment>/
+        for student in sorted(subs.iterdir()):
+            shutil.copytree(student, root / "submitted" / student.name / course.assignment)
+        build_parts(tmp / "parts")
+        stock_env = dict(env, VAEKIT_WORKDIR=str(tmp / "parts"))
+        times["stock nbgrader autograde (serial)"] = run(
+            [sys.executable, "-m", "nbgrader", "autograde", course.assignment, "--force",
+             f"--CourseDirectory.root={root}"], stock_env, cwd=root)
+
+    base = times["stock nbgrader autograde (serial)"]
+    print(f"class: {args.students} students x {len(args.notebooks)} notebooks = {n_notebooks} notebooks "
+          f"({', '.join(args.notebooks)}); {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")
+    print(f"{'way':<36} {'total s':>8} {'s/notebook':>11} {'vs stock':>9}")
+    for name, seconds in times.items():
+        print(f"{name:<36} {seconds:>8.1f} {seconds / n_notebooks:>11.2f} {seconds / base:>9.2f}")
+    j1, j2 = times["autograder --jobs 1"], times["autograder --jobs 2"]
+    print(f"ratio jobs1/jobs2: {j1 / j2:.2f}   ratio stock/jobs2: {base / j2:.2f}   "
+          f"s/notebook with --jobs 2: {j2 / n_notebooks:.2f} (target <= 2)")
+
+
+if __name__ == "__main__":
+    main()
