@@ -217,7 +217,8 @@ MISTAKES = {
                 "with p(z) = N(0, I)",
     "no_posterior": "log q(z | x) is missing from the log-weights: each is log p(x | z) + log p(z) − log q(z | x), "
                     "with q(z | x) = N(mu, diag exp(logvar)) from model.encode(x)",
-    "plus_posterior": "log q(z | x) is added to the log-weights: it must be subtracted (the weight is p(x, z) / q(z | x))",
+    "plus_posterior": "log q(z | x) is added to the log-weights: it must be subtracted "
+                      "(the weight is p(x, z) / q(z | x))",
     "no_log_k": "the estimate is too large by log K: average the K weights (logsumexp − log K), do not sum them",
     "mean_of_logs": "you average the log-weights, which estimates the ELBO whatever K (the mean of the logs is not "
                     "the log of the mean): average the weights themselves, in log space — logsumexp over the "
@@ -226,7 +227,7 @@ MISTAKES = {
 
 
 def _diagnose(model, x, est, k) -> str:
-    """Name the mistake whose value matches the student's estimate, if one does."""
+    """Name the mistake whose value matches the student's estimate, if one does (from the last call's samples)."""
     groups = _samples_per_image(model, x)
     if groups is None:
         return ""
@@ -234,11 +235,18 @@ def _diagnose(model, x, est, k) -> str:
     if counts != {k}:
         return (f"you evaluated log p(x | z) for {sorted(counts)} code(s) per image with num_samples = {k}: "
                 f"draw num_samples codes for every image")
+    rtol = 1e-6 if model.W.dtype == torch.float64 else 1e-4
     for name, value in _candidates(model, x, groups, k).items():
-        e, v = _per_image(est, value)
-        if name in MISTAKES and torch.allclose(e, v, rtol=1e-6, atol=1e-6):
+        e, v = _per_image(est, value.double())
+        if name in MISTAKES and torch.allclose(e, v, rtol=rtol, atol=1e-6):
             return MISTAKES[name]
     return ""
+
+
+def _require(ok: bool, model, x, est, k, message: str, hint: str) -> None:
+    """Pass if ok; else raise `message`, followed by the mistake that explains the estimate or by `hint`."""
+    if not ok:
+        raise AssertionError(f"{message}: {_diagnose(model, x, est, k) or hint}")
 
 
 # --- the checks -----------------------------------------------------------------------
@@ -270,14 +278,11 @@ def check_exact(log_likelihood_estimate) -> None:
     for k in (1, 10, 50):
         est = _estimate(log_likelihood_estimate, model, x, k, "on a small model")
         e, t = _per_image(est, truth)
-        if torch.allclose(e, t, rtol=1e-6, atol=1e-4):
-            continue
-        why = _diagnose(model, x, est, k)
-        raise AssertionError(
-            "when the encoder is the true posterior, every weight p(x, z) / q(z | x) equals p(x), so the "
-            "estimate must equal log p(x) for any number of samples; yours does not"
-            + (f": {why}" if why else ": check the three log-densities (Gaussian constants, logvar = log σ²) "
-                                      "and that you average the weights (logsumexp − log K)"))
+        _require(torch.allclose(e, t, rtol=1e-6, atol=1e-4), model, x, est, k,
+                 "when the encoder is the true posterior, every weight p(x, z) / q(z | x) equals p(x), so the "
+                 "estimate must equal log p(x) for any number of samples; yours does not",
+                 "check the three log-densities (Gaussian constants, logvar = log σ²) and that you average "
+                 "the weights (logsumexp − log K)")
 
 
 def check_bounds(log_likelihood_estimate) -> None:
@@ -290,38 +295,39 @@ def check_bounds(log_likelihood_estimate) -> None:
     torch.manual_seed(0)
 
     # K = 1: an unbiased estimate of the ELBO, never above log p(x) on average
-    est1, t1 = _per_image(_estimate(log_likelihood_estimate, model, x, 1, "with one sample"), truth)
-    _, e1 = _per_image(est1, elbo)
+    raw = _estimate(log_likelihood_estimate, model, x, 1, "with one sample")
+    est1, e1 = _per_image(raw, elbo)
     diff = est1 - e1
     se = float(diff.std()) / math.sqrt(len(x)) if diff.dim() else 3.0 / math.sqrt(len(x))
-    require(abs(float(diff.mean())) < 5 * se + 1e-6,
-            "with num_samples = 1 the estimate should equal the ELBO on average (a single weight p(x, z) / q(z | x)): "
-            "check log p(x | z), log p(z) and log q(z | x)")
+    _require(abs(float(diff.mean())) < 5 * se + 1e-6, model, x, raw, 1,
+             "with num_samples = 1 the estimate should equal the ELBO on average (a single weight p(x, z) / q(z | x))",
+             "check log p(x | z), log p(z) and log q(z | x)")
 
     # K = 100: above the ELBO by most of the gap, and still not above log p(x)
     xs = x[:32]
-    est, t = _per_image(_estimate(log_likelihood_estimate, model, xs, 100, "with 100 samples"), truth[:32])
+    raw = _estimate(log_likelihood_estimate, model, xs, 100, "with 100 samples")
+    est, t = _per_image(raw, truth[:32])
     _, e = _per_image(est, elbo[:32])
     mean_rise = float((est - e).mean())
-    if mean_rise < 0.5 * gap:
-        words = "stays at the ELBO" if abs(mean_rise) < 0.25 * gap else "does not rise enough above the ELBO"
-        why = _diagnose(model, xs, est, 100) or (
-            "the average of K weights should approach p(x) as K grows; check that you average the weights, "
-            "not their logs (logsumexp over the samples minus log K)")
-        raise AssertionError(f"with 100 samples the estimate {words}: {why}")
+    words = "stays at the ELBO" if abs(mean_rise) < 0.25 * gap else "does not rise enough above the ELBO"
+    _require(mean_rise >= 0.5 * gap, model, xs, raw, 100, f"with 100 samples the estimate {words}",
+             "the average of K weights should approach p(x) as K grows; check that you average the weights, "
+             "not their logs (logsumexp over the samples minus log K)")
     sd = math.sqrt(relvar / 100)
-    require(float((est - t).mean()) < 5 * sd / math.sqrt(est.numel()) + 1e-6,
-            "with 100 samples the estimate lies above log p(x) on average, which importance sampling cannot do: "
-            "check that you subtract log K and subtract (not add) log q(z | x)")
+    _require(float((est - t).mean()) < 5 * sd / math.sqrt(est.numel()) + 1e-6, model, xs, raw, 100,
+             "with 100 samples the estimate lies above log p(x) on average, which importance sampling cannot do",
+             "check that you subtract log K and subtract (not add) log q(z | x)")
 
     # K = 500: close to log p(x)
     xs = x[:16]
-    est, t = _per_image(_estimate(log_likelihood_estimate, model, xs, 500, "with 500 samples"), truth[:16])
+    raw = _estimate(log_likelihood_estimate, model, xs, 500, "with 500 samples")
+    est, t = _per_image(raw, truth[:16])
     sd = math.sqrt(relvar / 500)
     bias = relvar / (2 * 500)
-    require(abs(float((est - t).mean())) < 5 * sd / math.sqrt(est.numel()) + bias,
-            "with 500 samples the estimate has not converged to log p(x): with an encoder close to the "
-            "posterior it should approach log p(x) as K grows (check the log-weights and logsumexp − log K)")
+    _require(abs(float((est - t).mean())) < 5 * sd / math.sqrt(est.numel()) + bias, model, xs, raw, 500,
+             "with 500 samples the estimate has not converged to log p(x)",
+             "with an encoder close to the posterior it should approach log p(x) as K grows (check the "
+             "log-weights and logsumexp − log K)")
 
 
 def check_stable(log_likelihood_estimate) -> None:
@@ -338,10 +344,11 @@ def check_stable(log_likelihood_estimate) -> None:
         model = LinearGaussian(latent_dim=2, noise_std=std, dtype=dtype, seed=6)
         x = model.images_with_log_px(targets)
         truth = model.log_px(x).double()
-        est, t = _per_image(_estimate(log_likelihood_estimate, model, x, k,
-                                      "when the log-weights are large in magnitude (exp of them overflows "
-                                      "or underflows)"), truth)
+        raw = _estimate(log_likelihood_estimate, model, x, k,
+                        "when the log-weights are large in magnitude (exp of them overflows or underflows)")
+        est, t = _per_image(raw, truth)
         tol = 1e-4 * float(t.abs().max()) if dtype == torch.float32 else 1e-8 * float(t.abs().max())
-        require(torch.allclose(est, t, rtol=0, atol=max(tol, 1e-6)),
-                "the estimate is inaccurate when the log-weights are large in magnitude: compute it in log "
-                "space with torch.logsumexp (which subtracts the largest log-weight before exponentiating)")
+        _require(torch.allclose(est, t, rtol=0, atol=max(tol, 1e-6)), model, x, raw, k,
+                 "the estimate is inaccurate when the log-weights are large in magnitude",
+                 "compute it in log space with torch.logsumexp (which subtracts the largest log-weight "
+                 "before exponentiating)")
