@@ -57,6 +57,30 @@ def _payload_size(content: dict) -> int:
     return size
 
 
+KERNEL_KEEPS = ("VAEKIT_GRADER_MEMORY_MB", "VAEKIT_GRADER_FILE_MB", "VAEKIT_GRADER_OUTPUT_KB",
+                "VAEKIT_GRADER_ZYGOTE")
+
+
+def kernel_env(base) -> dict[str, str]:
+    """The environment every grading kernel shares, made from the grader's (`base`).
+
+    Each kernel then gets its own HOME, VAEKIT_WORKDIR and VAEKIT_GUARD_LOG; the
+    warm-kernel server (zygote.py) imports under this environment too.
+    """
+    env = {k: v for k, v in base.items() if not k.startswith("VAEKIT_GRADER_") or k in KERNEL_KEEPS}
+    env.update({
+        "PYTHONPATH": base.get("VAEKIT_GRADER_SANDBOX", ""),
+        "MPLBACKEND": "Agg",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    })
+    if base.get("VAEKIT_GRADER_IPYTHONDIR"):
+        env["IPYTHONDIR"] = base["VAEKIT_GRADER_IPYTHONDIR"]
+    threads = base.get("VAEKIT_GRADER_THREADS", "1")
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[key] = threads
+    return env
+
+
 class GuardedExecute(Execute):
     notebook_timeout = Integer(
         900, help="Seconds a whole notebook may run; later cells are not run (0: no limit)."
@@ -78,22 +102,14 @@ class GuardedExecute(Execute):
             os.makedirs(workdir)
         self._guard_log = os.path.join(self._kernel_dir, "guard.jsonl")
         self._guard_offset = 0
-        env = dict(os.environ)
-        for key in [k for k in env if k.startswith("VAEKIT_GRADER_") and k not in (
-                "VAEKIT_GRADER_MEMORY_MB", "VAEKIT_GRADER_FILE_MB", "VAEKIT_GRADER_OUTPUT_KB")]:
-            del env[key]
+        env = kernel_env(os.environ)
         env.update({
             "VAEKIT_WORKDIR": workdir,
             "VAEKIT_GUARD_LOG": self._guard_log,
-            "PYTHONPATH": os.environ.get("VAEKIT_GRADER_SANDBOX", ""),
-            "IPYTHONDIR": os.environ.get("VAEKIT_GRADER_IPYTHONDIR", os.path.join(self._kernel_dir, "ipython")),
             "HOME": self._kernel_dir,
-            "MPLBACKEND": "Agg",
-            "PYTHONDONTWRITEBYTECODE": "1",
         })
-        threads = os.environ.get("VAEKIT_GRADER_THREADS", "1")
-        for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            env[key] = threads
+        if "IPYTHONDIR" not in env:
+            env["IPYTHONDIR"] = os.path.join(self._kernel_dir, "ipython")
         kwargs["env"] = env
         kwargs["cwd"] = self._kernel_dir
         await super().async_start_new_kernel(**kwargs)

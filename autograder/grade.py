@@ -60,6 +60,7 @@ class Options:
     shard: tuple[int, int] | None = None
     progress: bool = True
     db_url: str | None = None     # a shared gradebook (e.g. PostgreSQL) instead of OUT/nbgrader's SQLite
+    warm_kernels: bool = True     # fork kernels from a process that has imported torch (zygote.py)
 
 
 class GradingError(RuntimeError):
@@ -117,6 +118,10 @@ class Workspace:
         self.parts = base / "parts"
         self.jupyter = base / "jupyter"
         self.ipython = base / "ipython"
+        self.zygote: subprocess.Popen | None = None
+        self.zygote_socket: Path | None = None
+        self.zygote_ready = False
+        self.warm_forks = 0   # kernels the server forked, counted when it stops
 
     # nbgrader runs as `python -m autograder.nbgrader_main` (nbgrader, started faster)
     def env(self) -> dict[str, str]:
@@ -143,7 +148,62 @@ class Workspace:
         data = data_dir()
         if data:
             env["VAEKIT_DATA"] = data
+        if self.zygote_ready:
+            env["VAEKIT_GRADER_ZYGOTE"] = str(self.zygote_socket)
         return env
+
+    # -- warm kernels (zygote.py)
+    def start_warm_kernels(self) -> None:
+        """Start the warm-kernel server; it imports while the release is being built."""
+        from autograder.execute import kernel_env
+
+        folder = self.base / "zygote"
+        home = folder / "home"
+        home.mkdir(parents=True)
+        shutil.copy(Path(__file__).resolve().parent / "zygote.py", folder / "zygote.py")
+        self.zygote_socket = folder / "socket"
+        if len(str(self.zygote_socket)) > 100:  # AF_UNIX paths are short
+            self.zygote_socket = Path(tempfile.mkdtemp(prefix="vaekit-zygote-")) / "socket"
+        env = kernel_env(self.env())
+        env["HOME"] = str(home)
+        with open(folder / "log", "w") as log:
+            self.zygote = subprocess.Popen(
+                [sys.executable, "-Xfrozen_modules=off", str(folder / "zygote.py"), str(self.zygote_socket)],
+                cwd=home, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                start_new_session=True)
+
+    def wait_warm_kernels(self, timeout: float = 180) -> str | None:
+        """None once the server listens; else why kernels will start cold."""
+        import selectors
+
+        if self.zygote is None:
+            return "not started"
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.zygote.stdout, selectors.EVENT_READ)
+            line = self.zygote.stdout.readline() if sel.select(timeout) else ""
+        if line.startswith("ready"):
+            self.zygote_ready = True
+            return None
+        self.stop_warm_kernels()
+        log = (self.base / "zygote" / "log").read_text(errors="replace")[-500:]
+        return f"the warm-kernel server did not start ({line.strip() or 'no answer'}): {log.strip()}"
+
+    def stop_warm_kernels(self) -> None:
+        self.zygote_ready = False
+        if self.zygote is None:
+            return
+        try:
+            self.zygote.stdin.close()
+            self.zygote.wait(10)
+        except Exception:
+            self.zygote.kill()
+            self.zygote.wait()
+        self.zygote = None
+        log = self.base / "zygote" / "log"
+        if log.is_file():
+            self.warm_forks = log.read_text(errors="replace").count("forked kernel ")
+        if self.zygote_socket and self.zygote_socket.parent.name.startswith("vaekit-zygote-"):
+            shutil.rmtree(self.zygote_socket.parent, ignore_errors=True)
 
     def nbgrader(self, root: Path, *args: str, stderr_line=None, procs: list | None = None) -> tuple[int, str]:
         cmd = [sys.executable, "-m", "autograder.nbgrader_main", *args, f"--CourseDirectory.root={root}"]
@@ -183,6 +243,8 @@ class Workspace:
         }, indent=1))
         (self.ipython / "profile_default" / "startup" / "00-vaekit-guard.py").write_text(
             "import _vaekit_guard\n_vaekit_guard.install(get_ipython())\ndel _vaekit_guard\n")
+        if self.options.warm_kernels:
+            self.start_warm_kernels()
         build_parts(self.parts)
         generate_release(self.release_root, self.course, self)
 
@@ -333,10 +395,6 @@ class Grader:
 
     # -- main
     def run(self) -> int:
-        from autograder.intake import Intake, build_reference, take_in
-
-        import nbformat
-
         t0 = time.monotonic()
         sub = self.submissions.resolve()
         out = self.out.resolve()
@@ -349,87 +407,108 @@ class Grader:
         (self.out / "final_grades.csv").unlink(missing_ok=True)
         with tempfile.TemporaryDirectory(prefix="vaekit-grade-") as tmp:
             ws = Workspace(Path(tmp), self.course, self.options)
-            self.say("building the release with nbgrader…")
-            ws.build()
-            release_dir = ws.release_root / "release" / self.course.assignment
-            source_dir = ws.release_root / "source" / self.course.assignment
-            self.names = sorted(p.stem for p in release_dir.glob("*.ipynb"))
-            releases = {n: nbformat.read(release_dir / f"{n}.ipynb", as_version=4) for n in self.names}
-            sources = {n: nbformat.read(source_dir / f"{n}.ipynb", as_version=4) for n in self.names}
-            self.refs = {n: build_reference(n, releases[n], sources[n]) for n in self.names}
-            from autograder.feedback import secret_lines
-
-            public = [c.source for nb in releases.values() for c in nb.cells]
-            public += [p.read_text() for p in (REPO / "vaekit").glob("*.py")]
-            self.secrets = secret_lines(list(sources.values()), Path(__file__).parent / "checks", public)
-            self.released_tests = {n: {c.metadata["nbgrader"]["grade_id"]: c.source for c in releases[n].cells
-                                       if c.metadata.get("nbgrader", {}).get("grade")} for n in self.names}
-
-            # intake: copy in, read, rebuild
-            inbox, staged = ws.base / "inbox", ws.base / "staged"
-            ids = {s: f"s{k:05d}" for k, s in enumerate(students)}
-            todo: list[str] = []
-            for student, folder in students.items():
-                files = self.files_of(student, folder, self.names, inbox)
-                immediate, gradable = [], False
-                for n in self.names:
-                    ref = self.refs[n]
-                    if n not in files:
-                        immediate.append(self.blank(student, n, "missing", [f"{n}.ipynb not found in the submission"]))
-                        continue
-                    try:
-                        intake = take_in(ref, files[n])
-                    except Exception as exc:  # a bug of the grader on an odd notebook: report, go on
-                        intake = Intake("error", [f"the grader could not read this notebook ({type(exc).__name__}: {exc})"])
-                    if intake.nb is None:
-                        immediate.append(self.blank(student, n, intake.status, intake.notes))
-                        continue
-                    target = staged / ids[student] / f"{n}.ipynb"
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    nbformat.write(intake.nb, target)
-                    self.intakes[(student, n)] = intake
-                    gradable = True
-                self.add(immediate)
-                for r in immediate:
-                    self.feedback_blank(r)
-                if gradable:
-                    todo.append(student)
-            for w in self.warnings:
-                self.say(f"warning: {w}")
-            total = sum(1 for s in todo for n in self.names if (s, n) in self.intakes)
-            self.say(f"grading {total} notebook(s) of {len(todo)} student(s) with {self.options.jobs} worker(s)…")
-            self.start_bar(total)
-            work: queue.Queue = queue.Queue()
-            # the students with the most notebooks first: the batch ends together
-            todo.sort(key=lambda s: -sum((s, n) in self.intakes for n in self.names))
-            for s in todo:
-                work.put(s)
-            errors: list[BaseException] = []
-            threads = [threading.Thread(target=self.worker, args=(ws, k, work, ids, staged, errors), daemon=True)
-                       for k in range(max(1, self.options.jobs))]
             try:
-                for t in threads:
-                    t.start()
-                for t in threads:
-                    while t.is_alive():
-                        t.join(0.5)
-            except KeyboardInterrupt:
-                self.stop_all()
-                raise
+                self.grade_in(ws, students)
             finally:
-                self.close_bar()
-            if errors:
-                raise GradingError(str(errors[0]))
-            self.write_csvs()
-            self.export_course(ws)
+                ws.stop_warm_kernels()
         n_students = len({r.student for r in self.results.values()})
         run = [r.seconds for r in self.results.values() if r.seconds]
         per = f"; {len(run)} notebook(s) run, {sum(run) / len(run):.0f} s each on average" if run else ""
+        if run and self.options.warm_kernels:
+            per += f", {ws.warm_forks} kernel(s) warm"
         self.say(f"graded {n_students} student(s) in {time.monotonic() - t0:.0f} s{per}")
         self.say(f"grades:   {self.out / 'grades.csv'}\nsummary:  {self.out / 'summary.csv'}\n"
                  f"report:   {self.out / 'report.csv'}\nfeedback: {self.out / 'feedback'}/<student>/<notebook>.html\n"
                  f"nbgrader course for manual grading (formgrader): {self.out / 'nbgrader'}")
         return 0
+
+    def grade_in(self, ws: Workspace, students: dict[str, Path]) -> None:
+        from autograder.intake import Intake, build_reference, take_in
+
+        import nbformat
+
+        self.say("building the release with nbgrader…")
+        ws.build()
+        release_dir = ws.release_root / "release" / self.course.assignment
+        source_dir = ws.release_root / "source" / self.course.assignment
+        self.names = sorted(p.stem for p in release_dir.glob("*.ipynb"))
+        releases = {n: nbformat.read(release_dir / f"{n}.ipynb", as_version=4) for n in self.names}
+        sources = {n: nbformat.read(source_dir / f"{n}.ipynb", as_version=4) for n in self.names}
+        self.refs = {n: build_reference(n, releases[n], sources[n]) for n in self.names}
+        from autograder.feedback import secret_lines
+
+        public = [c.source for nb in releases.values() for c in nb.cells]
+        public += [p.read_text() for p in (REPO / "vaekit").glob("*.py")]
+        self.secrets = secret_lines(list(sources.values()), Path(__file__).parent / "checks", public)
+        self.released_tests = {n: {c.metadata["nbgrader"]["grade_id"]: c.source for c in releases[n].cells
+                                   if c.metadata.get("nbgrader", {}).get("grade")} for n in self.names}
+
+        # intake: copy in, read, rebuild
+        inbox, staged = ws.base / "inbox", ws.base / "staged"
+        ids = {s: f"s{k:05d}" for k, s in enumerate(students)}
+        todo: list[str] = []
+        for student, folder in students.items():
+            files = self.files_of(student, folder, self.names, inbox)
+            immediate, gradable = [], False
+            for n in self.names:
+                ref = self.refs[n]
+                if n not in files:
+                    immediate.append(self.blank(student, n, "missing", [f"{n}.ipynb not found in the submission"]))
+                    continue
+                try:
+                    intake = take_in(ref, files[n])
+                except Exception as exc:  # a bug of the grader on an odd notebook: report, go on
+                    intake = Intake("error", [f"the grader could not read this notebook ({type(exc).__name__}: {exc})"])
+                if intake.nb is None:
+                    immediate.append(self.blank(student, n, intake.status, intake.notes))
+                    continue
+                target = staged / ids[student] / f"{n}.ipynb"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                nbformat.write(intake.nb, target)
+                self.intakes[(student, n)] = intake
+                gradable = True
+            self.add(immediate)
+            for r in immediate:
+                self.feedback_blank(r)
+            if gradable:
+                todo.append(student)
+        for w in self.warnings:
+            self.say(f"warning: {w}")
+        total = sum(1 for s in todo for n in self.names if (s, n) in self.intakes)
+        if self.options.warm_kernels and total:
+            problem = ws.wait_warm_kernels()
+            if not problem:
+                self.say("warm kernels ready: torch & co imported once, each notebook gets a fresh fork")
+            else:
+                self.warnings.append(problem)
+                self.say(f"warning: {problem}; kernels start cold (slower, same grades)")
+        elif self.options.warm_kernels:
+            ws.stop_warm_kernels()
+        self.say(f"grading {total} notebook(s) of {len(todo)} student(s) with {self.options.jobs} worker(s)…")
+        self.start_bar(total)
+        work: queue.Queue = queue.Queue()
+        # the students with the most notebooks first: the batch ends together
+        todo.sort(key=lambda s: -sum((s, n) in self.intakes for n in self.names))
+        for s in todo:
+            work.put(s)
+        errors: list[BaseException] = []
+        threads = [threading.Thread(target=self.worker, args=(ws, k, work, ids, staged, errors), daemon=True)
+                   for k in range(max(1, self.options.jobs))]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.5)
+        except KeyboardInterrupt:
+            self.stop_all()
+            raise
+        finally:
+            self.close_bar()
+        if errors:
+            raise GradingError(str(errors[0]))
+        self.write_csvs()
+        self.export_course(ws)
 
     def blank(self, student: str, notebook: str, status: str, notes: list[str]) -> Result:
         cells = [(c, 0.0, m) for c, m in self.refs[notebook].max_points.items()]

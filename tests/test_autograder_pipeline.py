@@ -30,9 +30,9 @@ pytestmark = pytest.mark.slow
 CELL_TIMEOUT = 120
 
 
-def grade(submissions: Path, out: Path, jobs: int) -> SimpleNamespace:
+def grade(submissions: Path, out: Path, jobs: int, *extra: str) -> SimpleNamespace:
     cmd = [sys.executable, "-m", "autograder", "grade", str(submissions), "--out", str(out),
-           "--jobs", str(jobs), "--timeout", str(CELL_TIMEOUT), "--no-progress"]
+           "--jobs", str(jobs), "--timeout", str(CELL_TIMEOUT), "--no-progress", *extra]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
     return SimpleNamespace(proc=proc, seconds=time.monotonic() - t0, out=out)
@@ -165,14 +165,21 @@ def test_feedback_shows_scores_and_messages(run):
     assert "Grader report" in text
 
 
-def test_jobs_1_gives_the_same_rows(run, tmp_path):
-    """--jobs 1 on a few of the students: the same rows as in the --jobs 2 run of everyone."""
+def test_every_run_kernel_was_forked_warm(run):
+    said = re.search(r"(\d+) notebook\(s\) run, \d+ s each on average, (\d+) kernel\(s\) warm", run.proc.stdout)
+    assert said, run.proc.stdout[-2000:]
+    assert int(said.group(1)) > 0 and said.group(2) == said.group(1), said.group(0)
+
+
+def test_jobs_1_and_cold_kernels_give_the_same_rows(run, tmp_path):
+    """--jobs 1 --cold-kernels on a few of the students: the same rows as in the warm --jobs 2 run of everyone."""
     some = ["corrupt", "stripped"]
     subs = tmp_path / "submissions"
     for s in some:
         shutil.copytree(run.submissions / s, subs / s)
-    again = grade(subs, tmp_path / "out", jobs=1)
+    again = grade(subs, tmp_path / "out", 1, "--cold-kernels")
     assert again.proc.returncode == 0, again.proc.stderr[-3000:]
+    assert "kernel(s) warm" not in again.proc.stdout
     for name in ("grades.csv", "report.csv", "summary.csv"):
         first = [r for r in rows(run.out / name) if r["student"] in some]
         assert rows(tmp_path / "out" / name) == first, name

@@ -42,6 +42,14 @@ def no_network(monkeypatch):
     return calls
 
 
+@pytest.fixture(autouse=True)
+def own_cache(monkeypatch, tmp_path_factory) -> Path:
+    """Each test decodes into its own empty cache (never the user's ~/.cache)."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("VAEKIT_CACHE", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def t10k_dir(mnist_root: Path) -> Path:
     """The folder of the offline copy that holds the two t10k files."""
@@ -336,3 +344,70 @@ def test_full_fashion_mnist_from_the_system_folder(tmp_path: Path, no_network):
     assert torch.bincount(data.val_y).tolist() == [1000] * 10
     first = read_idx_gz(FASHION / "t10k-images-idx3-ubyte.gz")[:100]
     torch.testing.assert_close(data.val_x[:100, 0], torch.from_numpy(first).float() / 255)
+
+
+# ---------------------------------------------------------------- decoded cache
+def count_decodes(monkeypatch) -> list[Path]:
+    decoded = []
+    real = vaekit.data._decode_idx
+
+    def counting(path):
+        decoded.append(path)
+        return real(path)
+
+    monkeypatch.setattr(vaekit.data, "_decode_idx", counting)
+    return decoded
+
+
+def test_second_load_comes_from_the_cache(t10k_dir: Path, tmp_path: Path, own_cache: Path, monkeypatch, oracle):
+    root = copy_t10k(t10k_dir, tmp_path / "data")
+    decoded = count_decodes(monkeypatch)
+    first = load_mnist(root, download=False, verbose=False)
+    assert sorted(p.name for p in decoded) == sorted(T10K)
+    assert len(list(own_cache.glob("*.pt"))) == 2, "one cache file per data file"
+    second = load_mnist(root, download=False, verbose=False)
+    assert len(decoded) == 2, "the second load decoded the files again instead of using the cache"
+    for a, b in zip(vars(first).values(), vars(second).values()):
+        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+    torch.testing.assert_close(second.val_x[:, 0], torch.from_numpy(oracle[0][-2000:]).float() / 255)
+
+
+def test_a_changed_data_file_is_decoded_again(t10k_dir: Path, tmp_path: Path, monkeypatch):
+    root = copy_t10k(t10k_dir, tmp_path / "data")
+    load_mnist(root, download=False, verbose=False)
+    decoded = count_decodes(monkeypatch)
+    labels = root / T10K[1]
+    labels.write_bytes(gzip.compress(gzip.decompress(labels.read_bytes())[:8] + bytes([3]) * 10000))
+    data = load_mnist(root, download=False, verbose=False)
+    assert [p.name for p in decoded] == [T10K[1]]
+    assert set(data.train_y.tolist()) == {3}
+
+
+def test_a_corrupt_cache_file_is_replaced(t10k_dir: Path, tmp_path: Path, own_cache: Path, monkeypatch, test_only):
+    root = copy_t10k(t10k_dir, tmp_path / "data")
+    load_mnist(root, download=False, verbose=False)
+    for cached in own_cache.glob("*.pt"):
+        cached.write_bytes(b"not a tensor")
+    decoded = count_decodes(monkeypatch)
+    data = load_mnist(root, download=False, verbose=False)
+    assert len(decoded) == 2
+    assert torch.equal(data.train_x, test_only.train_x)
+    load_mnist(root, download=False, verbose=False)
+    assert len(decoded) == 2, "the corrupt cache files were not rewritten"
+
+
+def test_an_unwritable_cache_is_skipped(t10k_dir: Path, tmp_path: Path, monkeypatch, test_only):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("VAEKIT_CACHE", str(blocker / "cache"))
+    root = copy_t10k(t10k_dir, tmp_path / "data")
+    data = load_mnist(root, download=False, verbose=False)
+    assert torch.equal(data.val_x, test_only.val_x)
+    assert blocker.read_text() == "a file where the cache folder should be"
+    assert list(tmp_path.glob("**/*.tmp")) == []
+
+
+def test_cache_defaults_to_the_home_cache(monkeypatch, tmp_path: Path):
+    monkeypatch.delenv("VAEKIT_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert vaekit.data.cache_dir() == tmp_path / ".cache" / "vaekit" / "tensors"

@@ -8,6 +8,7 @@ test split is there; then it says so and splits that into train and validation.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import shutil
 import tempfile
@@ -70,8 +71,52 @@ def _find(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def cache_dir() -> Path:
+    """Where decoded data files are cached: `$VAEKIT_CACHE`, else ~/.cache/vaekit/tensors."""
+    if os.environ.get("VAEKIT_CACHE"):
+        return Path(os.environ["VAEKIT_CACHE"]).expanduser()
+    return Path.home() / ".cache" / "vaekit" / "tensors"
+
+
+def _cache_file(path: Path) -> Path:
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+    return cache_dir() / f"{path.name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt"
+
+
 def _read_idx(path: Path) -> torch.Tensor:
-    """Read an IDX file (plain or .gz) with torchvision's own reader."""
+    """Read an IDX file (plain or .gz) with torchvision's own reader, cached.
+
+    Importing torchvision costs seconds (it imports torch's compiler stack), so
+    the decoded tensor is saved once under `cache_dir()`, keyed by the file's
+    path, size and modification time; later notebooks load it in milliseconds.
+    A cache that cannot be written or read is skipped, never an error.
+    """
+    cached = _cache_file(path)
+    try:
+        tensor = torch.load(cached, weights_only=True)
+        if isinstance(tensor, torch.Tensor):
+            return tensor
+    except Exception:  # not cached yet, or unreadable: decode the original
+        pass
+    tensor = _decode_idx(path)
+    tmp = None
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=cached.name, suffix=".tmp")
+        with os.fdopen(fd, "wb") as out:
+            torch.save(tensor, out)
+        os.replace(tmp, cached)
+        tmp = None
+    except OSError:  # read-only home, full disk: run without the cache
+        pass
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return tensor
+
+
+def _decode_idx(path: Path) -> torch.Tensor:
     from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
     if path.suffix != ".gz":

@@ -1,0 +1,255 @@
+"""Warm grading kernels: import torch once, fork a fresh kernel for each notebook.
+
+A grading kernel spends most of its start-up importing (Python, ipykernel, torch,
+torchvision, matplotlib, vaekit, the hidden checks): seconds per notebook, the same
+work every time. This server does that work once, then forks one child per
+kernel the grader asks for. Each child is a copy of the server as it was before
+any notebook ran, so no student's code ever sees another's state; the server
+itself never runs notebook code.
+
+Protocol (a Unix socket; the client is kernel_launcher.py, which jupyter_client
+started as "the kernel process"):
+
+* the launcher sends a 4-byte length, then JSON {argv, env, cwd, limits}, with its
+  own stdin/stdout/stderr attached (SCM_RIGHTS);
+* the server forks; the child becomes the kernel: new session, the launcher's
+  fds as 0/1/2, its cwd, its environment, its resource limits, then ipykernel;
+* the server replies {"pid": N} and later {"exit": code} when the child ends;
+* if the launcher goes away (jupyter_client killed it), the server kills the
+  child; if the server goes away, its children die with it (PR_SET_PDEATHSIG).
+
+It runs as a plain script (no import from the repository's autograder package,
+whose name the grading sandbox reuses for the hidden checks):
+
+    python zygote.py SOCKET_PATH
+
+prints "ready" once it listens, and exits when its stdin closes.
+"""
+from __future__ import annotations
+
+import ctypes
+import importlib
+import json
+import os
+import pkgutil
+import resource
+import selectors
+import signal
+import socket
+import struct
+import sys
+import traceback
+
+PRELOAD = [
+    "ipykernel.kernelapp", "ipykernel.ipkernel", "IPython", "IPython.core.interactiveshell", "zmq", "tornado",
+    "numpy", "torch", "torch.nn", "torch.nn.functional", "torch.optim", "torch.distributions",
+    "torch.testing", "torchvision.datasets.mnist", "matplotlib", "matplotlib.pyplot",
+    "matplotlib_inline.backend_inline", "tqdm.auto", "vaekit", "autograder.checks",
+]
+MIB = 1024 * 1024
+PR_SET_PDEATHSIG = 1
+
+
+def preload() -> list[str]:
+    """Import what every kernel imports; returns the modules that failed (they load in the child)."""
+    failed = []
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # an optional module: the kernel imports it itself, if it can
+            failed.append(f"{name} ({type(exc).__name__})")
+    checks = sys.modules.get("autograder.checks")
+    if checks is not None:
+        for info in pkgutil.iter_modules(checks.__path__, "autograder.checks."):
+            try:
+                importlib.import_module(info.name)
+            except Exception as exc:
+                failed.append(f"{info.name} ({type(exc).__name__})")
+    return failed
+
+
+def _limit(which: int, value: int) -> None:
+    soft, hard = resource.getrlimit(which)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(which, (value, hard if hard != resource.RLIM_INFINITY else value))
+
+
+def read_request(conn: socket.socket) -> tuple[dict, list[int]]:
+    header, fds, _, _ = socket.recv_fds(conn, 4, 3)
+    if len(header) < 4:
+        header += _exactly(conn, 4 - len(header))
+    (size,) = struct.unpack("!I", header)
+    return json.loads(_exactly(conn, size)), fds
+
+
+def _exactly(conn: socket.socket, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = conn.recv(min(size, 1 << 20))
+        if not chunk:
+            raise ConnectionError("the launcher closed the connection mid-request")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def become_kernel(request: dict, fds: list[int], keep_closed: list) -> None:
+    """In the forked child: turn into the kernel the launcher asked for. Never returns."""
+    code = 1
+    try:
+        for obj in keep_closed:
+            if obj is not None:
+                obj.close()
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        try:  # die with the server, like a kernel dies with its launcher
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except Exception:
+            pass
+        os.setsid()
+        for target, fd in enumerate(fds[:3]):
+            os.dup2(fd, target)
+        for fd in fds:
+            if fd > 2:
+                os.close(fd)
+        cwd = request["cwd"]
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(request["env"])
+        sys.path[0] = cwd  # as for `python -m ipykernel_launcher` started in cwd
+        limits = request.get("limits", {})
+        if limits.get("memory_mb"):
+            _limit(resource.RLIMIT_DATA, int(limits["memory_mb"]) * MIB)
+        if limits.get("file_mb"):
+            _limit(resource.RLIMIT_FSIZE, int(limits["file_mb"]) * MIB)
+        _limit(resource.RLIMIT_CORE, 0)
+        if "numpy" in sys.modules:  # a new process would draw a fresh seed
+            sys.modules["numpy"].random.seed()
+        threads = os.environ.get("OMP_NUM_THREADS", "")
+        if threads.isdigit() and int(threads) > 0 and "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(int(threads))
+        argv = list(request["argv"])
+        if os.environ.get("JPY_PARENT_PID", "").isdigit():
+            # ipykernel read this variable when the server imported it: give it the kernel's own value
+            argv.append(f"--IPKernelApp.parent_handle={os.environ['JPY_PARENT_PID']}")
+        sys.argv = ["ipykernel_launcher", *argv]
+        from ipykernel import kernelapp
+
+        kernelapp.launch_new_instance(argv=argv)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def send(conn: socket.socket, message: dict) -> None:
+    try:
+        conn.sendall((json.dumps(message) + "\n").encode())
+    except OSError:  # the launcher is gone
+        pass
+
+
+def serve(path: str) -> None:
+    failed = preload()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    os.chmod(path, 0o600)
+    listener.listen(64)
+    wake_r, wake_w = socket.socketpair()
+    wake_r.setblocking(False)
+    wake_w.setblocking(False)
+    signal.set_wakeup_fd(wake_w.fileno())
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    sel = selectors.DefaultSelector()
+    sel.register(listener, selectors.EVENT_READ, "accept")
+    sel.register(wake_r, selectors.EVENT_READ, "wake")
+    sel.register(sys.stdin, selectors.EVENT_READ, "stdin")
+    children: dict[int, socket.socket | None] = {}
+    print("ready" + (f" (not preloaded: {', '.join(failed)})" if failed else ""), flush=True)
+
+    def reap() -> None:
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            conn = children.pop(pid, None)
+            if conn is not None:
+                send(conn, {"exit": os.waitstatus_to_exitcode(status)})
+                sel.unregister(conn)
+                conn.close()
+
+    try:
+        while not stopping:
+            for key, _ in sel.select(timeout=1.0):
+                if key.data == "accept":
+                    conn, _ = listener.accept()
+                    conn.settimeout(10)
+                    fds: list[int] = []
+                    try:
+                        request, fds = read_request(conn)
+                        sys.stdout.flush()
+                        sys.stderr.flush()
+                        pid = os.fork()
+                        if pid == 0:
+                            become_kernel(request, fds, [sel, listener, wake_r, wake_w, conn, *children.values()])
+                    except Exception as exc:  # a bad request: that launcher starts its kernel itself
+                        send(conn, {"error": f"{type(exc).__name__}: {exc}"})
+                        conn.close()
+                        continue
+                    finally:
+                        for fd in fds:
+                            os.close(fd)
+                    conn.settimeout(None)
+                    print(f"forked kernel {pid}", file=sys.stderr, flush=True)
+                    send(conn, {"pid": pid})
+                    children[pid] = conn
+                    sel.register(conn, selectors.EVENT_READ, pid)
+                elif key.data == "wake":
+                    try:
+                        while wake_r.recv(4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                elif key.data == "stdin":
+                    if not os.read(sys.stdin.fileno(), 4096):
+                        stopping.append(True)
+                else:  # the launcher's connection: it only ever closes, when it dies
+                    pid = key.data
+                    if children.get(pid) is key.fileobj:
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                        sel.unregister(key.fileobj)
+                        key.fileobj.close()
+                        children[pid] = None
+            reap()
+    finally:
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        listener.close()
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1])
