@@ -30,6 +30,7 @@ import struct
 import sys
 
 MIB = 1024 * 1024
+PR_SET_PDEATHSIG = 1
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
@@ -45,6 +46,19 @@ def limits() -> dict:
             "file_mb": int(os.environ.get("VAEKIT_GRADER_FILE_MB", "0") or 0)}
 
 
+def die_with_parent() -> None:
+    """jupyter_client (nbgrader) dying takes this launcher along, and so, through the server, the kernel."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except Exception:
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def via_zygote(path: str) -> int | None:
     """Run the kernel as a fork of the warm server; None if the server could not start it."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -55,25 +69,34 @@ def via_zygote(path: str) -> int | None:
         body = json.dumps({"argv": sys.argv[1:], "env": env, "cwd": os.getcwd(), "limits": limits()}).encode()
         socket.send_fds(sock, [struct.pack("!I", len(body))], [0, 1, 2])
         sock.sendall(body)
-        reader = sock.makefile("rb")
-        reply = json.loads(reader.readline() or b"{}")
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         print(f"vaekit grader: no warm kernel ({type(exc).__name__}: {exc}); starting one", file=sys.stderr)
         return None
+    # Once asked, the server forks or says why not: no timeout (a second, cold kernel could race
+    # the warm one for the connection file's ports); jupyter_client's start-up timeout bounds it.
+    sock.settimeout(None)
+    reader = sock.makefile("rb")
+    try:
+        reply = json.loads(reader.readline() or b"{}")
+    except (OSError, ValueError):
+        reply = {}
     if "pid" not in reply:
         print(f"vaekit grader: no warm kernel ({reply.get('error', 'no answer')}); starting one", file=sys.stderr)
         return None
     pid = int(reply["pid"])
 
     def forward(signum, frame):
+        # the kernel's process group, as jupyter_client signals a cold kernel's group
         try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
+            os.killpg(pid, signum)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
 
     for sig in FORWARDED:
         signal.signal(sig, forward)
-    sock.settimeout(None)
     line = reader.readline()  # {"exit": code}, or nothing if the server died
     try:
         code = int(json.loads(line)["exit"]) if line else 1
@@ -85,6 +108,7 @@ def via_zygote(path: str) -> int | None:
 def main() -> None:
     server = os.environ.get("VAEKIT_GRADER_ZYGOTE")
     if server:
+        die_with_parent()
         code = via_zygote(server)
         if code is not None:
             sys.exit(code)

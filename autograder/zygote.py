@@ -27,6 +27,7 @@ prints "ready" once it listens, and exits when its stdin closes.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib
 import json
@@ -48,6 +49,21 @@ PRELOAD = [
 ]
 MIB = 1024 * 1024
 PR_SET_PDEATHSIG = 1
+
+
+def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal the kernel's process group (it and what it started); the kernel alone if it has none yet."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def open_fds() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/fd")}
 
 
 def preload() -> list[str]:
@@ -77,10 +93,18 @@ def _limit(which: int, value: int) -> None:
 
 def read_request(conn: socket.socket) -> tuple[dict, list[int]]:
     header, fds, _, _ = socket.recv_fds(conn, 4, 3)
-    if len(header) < 4:
-        header += _exactly(conn, 4 - len(header))
-    (size,) = struct.unpack("!I", header)
-    return json.loads(_exactly(conn, size)), fds
+    try:
+        if len(header) < 4:
+            header += _exactly(conn, 4 - len(header))
+        (size,) = struct.unpack("!I", header)
+        request = json.loads(_exactly(conn, size))
+        if len(fds) != 3:
+            raise ValueError(f"expected the launcher's stdin/stdout/stderr, got {len(fds)} fds")
+        return request, fds
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
 
 
 def _exactly(conn: socket.socket, size: int) -> bytes:
@@ -94,13 +118,14 @@ def _exactly(conn: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def become_kernel(request: dict, fds: list[int], keep_closed: list) -> None:
-    """In the forked child: turn into the kernel the launcher asked for. Never returns."""
+def become_kernel(request: dict, fds: list[int], server_pid: int, keep: set[int]) -> None:
+    """In the forked child: turn into the kernel the launcher asked for. Never returns.
+
+    keep: the fds the server had before it started serving; every other fd (the
+    listening socket, other launchers' connections, the selector) is closed.
+    """
     code = 1
     try:
-        for obj in keep_closed:
-            if obj is not None:
-                obj.close()
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
@@ -108,17 +133,21 @@ def become_kernel(request: dict, fds: list[int], keep_closed: list) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         except Exception:
             pass
-        os.setsid()
-        for target, fd in enumerate(fds[:3]):
+        if os.getppid() != server_pid:  # the server died before the line above
+            os._exit(1)
+        os.setsid()  # its own process group: killing the group ends what the notebook started too
+        for target, fd in enumerate(fds):
             os.dup2(fd, target)
-        for fd in fds:
-            if fd > 2:
+        for fd in open_fds() - keep - {0, 1, 2}:
+            try:
                 os.close(fd)
+            except OSError:
+                pass
         cwd = request["cwd"]
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(request["env"])
-        sys.path[0] = cwd  # as for `python -m ipykernel_launcher` started in cwd
+        del sys.path[0]  # the server's folder; ipykernel_launcher removes its cwd the same way
         limits = request.get("limits", {})
         if limits.get("memory_mb"):
             _limit(resource.RLIMIT_DATA, int(limits["memory_mb"]) * MIB)
@@ -158,8 +187,18 @@ def send(conn: socket.socket, message: dict) -> None:
         pass
 
 
+def log(message: str) -> None:
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # a full disk must not stop the server
+        pass
+
+
 def serve(path: str) -> None:
-    failed = preload()
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the "ready" line
+        failed = preload()
+    keep = open_fds()
+    server_pid = os.getpid()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     os.chmod(path, 0o600)
@@ -178,6 +217,43 @@ def serve(path: str) -> None:
     children: dict[int, socket.socket | None] = {}
     print("ready" + (f" (not preloaded: {', '.join(failed)})" if failed else ""), flush=True)
 
+    def drop(conn: socket.socket) -> None:
+        try:
+            sel.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        conn.close()
+
+    def start_kernel() -> None:
+        conn, _ = listener.accept()
+        conn.settimeout(10)
+        pid = -1
+        try:
+            request, fds = read_request(conn)
+        except Exception as exc:  # a bad or broken request: that launcher starts its kernel itself
+            send(conn, {"error": f"{type(exc).__name__}: {exc}"})
+            conn.close()
+            return
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                become_kernel(request, fds, server_pid, keep)
+        except Exception as exc:
+            send(conn, {"error": f"{type(exc).__name__}: {exc}"})
+            conn.close()
+            return
+        finally:
+            if pid != 0:
+                for fd in fds:
+                    os.close(fd)
+        children[pid] = conn
+        sel.register(conn, selectors.EVENT_READ, pid)
+        conn.settimeout(None)
+        log(f"forked kernel {pid}")
+        send(conn, {"pid": pid})
+
     def reap() -> None:
         while children:
             try:
@@ -186,64 +262,42 @@ def serve(path: str) -> None:
                 return
             if pid == 0:
                 return
+            kill_tree(pid)  # what the kernel started and left behind
             conn = children.pop(pid, None)
             if conn is not None:
                 send(conn, {"exit": os.waitstatus_to_exitcode(status)})
-                sel.unregister(conn)
-                conn.close()
+                drop(conn)
 
     try:
         while not stopping:
             for key, _ in sel.select(timeout=1.0):
-                if key.data == "accept":
-                    conn, _ = listener.accept()
-                    conn.settimeout(10)
-                    fds: list[int] = []
-                    try:
-                        request, fds = read_request(conn)
-                        sys.stdout.flush()
-                        sys.stderr.flush()
-                        pid = os.fork()
-                        if pid == 0:
-                            become_kernel(request, fds, [sel, listener, wake_r, wake_w, conn, *children.values()])
-                    except Exception as exc:  # a bad request: that launcher starts its kernel itself
-                        send(conn, {"error": f"{type(exc).__name__}: {exc}"})
-                        conn.close()
-                        continue
-                    finally:
-                        for fd in fds:
-                            os.close(fd)
-                    conn.settimeout(None)
-                    print(f"forked kernel {pid}", file=sys.stderr, flush=True)
-                    send(conn, {"pid": pid})
-                    children[pid] = conn
-                    sel.register(conn, selectors.EVENT_READ, pid)
-                elif key.data == "wake":
-                    try:
-                        while wake_r.recv(4096):
-                            pass
-                    except BlockingIOError:
-                        pass
-                elif key.data == "stdin":
-                    if not os.read(sys.stdin.fileno(), 4096):
-                        stopping.append(True)
-                else:  # the launcher's connection: it only ever closes, when it dies
-                    pid = key.data
-                    if children.get(pid) is key.fileobj:
+                try:
+                    if key.data == "accept":
+                        start_kernel()
+                    elif key.data == "wake":
                         try:
-                            os.kill(pid, signal.SIGKILL)
-                        except ProcessLookupError:
+                            while wake_r.recv(4096):
+                                pass
+                        except BlockingIOError:
                             pass
-                        sel.unregister(key.fileobj)
-                        key.fileobj.close()
-                        children[pid] = None
-            reap()
+                    elif key.data == "stdin":
+                        if not os.read(sys.stdin.fileno(), 4096):
+                            stopping.append(True)
+                    else:  # a launcher's connection: it only ever closes, when the launcher dies
+                        pid = key.data
+                        kill_tree(pid)
+                        drop(key.fileobj)
+                        if pid in children:
+                            children[pid] = None
+                except Exception as exc:  # never let one request take every running kernel down
+                    log(f"server error ({type(exc).__name__}: {exc}); going on")
+            try:
+                reap()
+            except Exception as exc:
+                log(f"server error while reaping ({type(exc).__name__}: {exc}); going on")
     finally:
         for pid in list(children):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            kill_tree(pid)
         listener.close()
         try:
             os.unlink(path)

@@ -136,7 +136,7 @@ def kernels(kernelspec, zygote, tmp_path, monkeypatch):
 PROBE = """\
 import os, sys, resource
 print(json.dumps({
-    "ppid": os.getppid(), "cwd": os.getcwd(), "path0": sys.path[0],
+    "ppid": os.getppid(), "cwd": os.getcwd(), "path": sys.path,
     "torch_preloaded": "torch" in sys.modules,
     "marker": os.environ.get("PROBE_MARKER"), "zygote_env": "VAEKIT_GRADER_ZYGOTE" in os.environ,
     "data_limit_mb": resource.getrlimit(resource.RLIMIT_DATA)[0] // 2**20,
@@ -155,7 +155,7 @@ def test_a_warm_kernel_is_a_fork_of_the_server_with_the_launchers_settings(kerne
     facts = probe(kernels(cwd=cwd, PROBE_MARKER="for this kernel only"))
     assert facts["ppid"] == zygote[0].pid, "the kernel was not forked by the server"
     assert facts["torch_preloaded"], "torch was not imported before the notebook ran"
-    assert facts["cwd"] == str(cwd) and facts["path0"] == str(cwd)
+    assert facts["cwd"] == str(cwd)
     assert facts["marker"] == "for this kernel only" and not facts["zygote_env"]
     assert facts["data_limit_mb"] == 3000 and facts["fsize_limit_mb"] == 1
 
@@ -165,6 +165,12 @@ def test_a_cold_kernel_has_the_same_settings(kernels, zygote, tmp_path):
     assert facts["ppid"] == os.getpid(), "the launcher should have become the kernel itself"
     assert facts["cwd"] == str(tmp_path) and facts["marker"] == "cold"
     assert facts["data_limit_mb"] == 3000 and facts["fsize_limit_mb"] == 1
+
+
+def test_warm_and_cold_kernels_import_from_the_same_places(kernels):
+    warm, cold = probe(kernels()), probe(kernels(warm=False))
+    assert warm["path"] == cold["path"]
+    assert warm["path"][0] != warm["cwd"], "files a notebook writes must not shadow the standard library"
 
 
 def test_an_unreachable_server_falls_back_to_a_cold_kernel(kernels, tmp_path):
@@ -202,6 +208,35 @@ def test_killing_the_launcher_kills_the_warm_kernel(kernels):
     assert alive(pid)
     k.close(now=True)  # what nbgrader does to a kernel that ignores the interrupt
     assert wait_until(lambda: not alive(pid)), f"kernel {pid} survived its launcher"
+
+
+START_CHILD = "import subprocess\nchild = subprocess.Popen(['sleep', '300'])\nprint(child.pid)"
+
+
+def test_killing_the_launcher_also_ends_what_the_kernel_started(kernels):
+    k = kernels()
+    child = int(k.run(START_CHILD))
+    assert alive(child)
+    k.close(now=True)
+    assert wait_until(lambda: not alive(child)), "a process the notebook started outlived its kernel"
+
+
+def test_a_kernel_that_exits_leaves_nothing_running(kernels):
+    k = kernels()
+    child = int(k.run(START_CHILD))
+    k.kc.execute("import os; os._exit(0)")
+    assert wait_until(lambda: not k.km.is_alive())
+    assert wait_until(lambda: not alive(child)), "a process the notebook started outlived its kernel"
+
+
+def test_interrupt_reaches_what_the_kernel_started(kernels):
+    """As for a cold kernel, an interrupt goes to the kernel's whole process group."""
+    k = kernels()
+    msg_id = k.kc.execute("import subprocess\nprint(subprocess.run(['sleep', '60']).returncode)")
+    time.sleep(1.5)
+    k.km.interrupt_kernel()
+    assert k.outputs(msg_id, timeout=30) in ("-2", "KeyboardInterrupt:")
+    assert k.run("print('still alive')") == "still alive"
 
 
 def test_a_kernel_that_exits_ends_its_launcher(kernels):
