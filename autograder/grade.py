@@ -18,7 +18,8 @@ submission is read and rebuilt on the released structure (intake.py); then N
 worker threads each drive their own nbgrader course folder with its own SQLite
 gradebook, taking a few students at a time from a shared queue and running
 `nbgrader autograde` on them (the kernel settings are in execute.py and
-kernel_launcher.py). As each batch finishes, its grades are read from the
+kernel_launcher.py; kernels are forked from the warm-kernel server of zygote.py,
+started while the release is built, unless --cold-kernels). As each batch finishes, its grades are read from the
 worker's gradebook, its feedback is written, and the CSVs are rewritten in
 sorted order, so an interruption loses only the students in progress and the
 result does not depend on --jobs or on which worker graded whom.
