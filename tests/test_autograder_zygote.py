@@ -277,3 +277,35 @@ def test_stopping_the_server_ends_its_kernels(kernelspec, tmp_path, monkeypatch)
         k.km.shutdown_kernel(now=True)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
+
+
+def test_a_server_that_fails_to_start_leaves_cold_kernels(tmp_path):
+    """The grader goes on with cold kernels (and says why) when the server dies before it is ready."""
+    from autograder.config import load_course
+    from autograder.grade import Options, Workspace
+
+    ws = Workspace(tmp_path, load_course(), Options())
+    (tmp_path / "zygote").mkdir()
+    (tmp_path / "zygote" / "log").write_text("ImportError: torch is broken\n")
+    ws.zygote = subprocess.Popen([sys.executable, "-c", "print('not ready')"], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+    ws.zygote_socket = tmp_path / "zygote" / "socket"
+    problem = ws.wait_warm_kernels(timeout=30)
+    assert problem and "did not start" in problem and "torch is broken" in problem
+    assert not ws.zygote_ready and ws.zygote is None
+    assert "VAEKIT_GRADER_ZYGOTE" not in ws.env()
+
+
+def test_the_grader_starts_and_stops_a_real_server(tmp_path):
+    from autograder.config import load_course
+    from autograder.grade import Options, Workspace
+
+    ws = Workspace(tmp_path, load_course(), Options())
+    ws.sandbox.mkdir(parents=True)
+    ws.start_warm_kernels()
+    assert ws.wait_warm_kernels() is None
+    assert ws.env()["VAEKIT_GRADER_ZYGOTE"] == str(ws.zygote_socket) and ws.zygote_socket.exists()
+    server = ws.zygote
+    ws.stop_warm_kernels()
+    assert server.poll() is not None and not ws.zygote_socket.exists()
+    assert "VAEKIT_GRADER_ZYGOTE" not in ws.env()
