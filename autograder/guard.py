@@ -140,9 +140,19 @@ class Guard:
         self._report("after", self.check())
         error = getattr(result, "error_in_exec", None)
         if error is not None:
-            # a failed cell keeps its frames alive (sys.last_traceback, for %debug): let a
-            # cell that filled the memory limit give it back, so later cells can still run
-            error.__traceback__ = None
+            # A failed cell keeps its frames alive (sys.last_traceback for %debug, and IPython's
+            # own references to the traceback): a cell that filled the memory limit would hold
+            # on to it. Drop the frames' local variables (the notebook's namespace is not a
+            # frame local and stays), so that later cells can still run.
+            seen = 0
+            while error is not None and seen < 20:
+                tb = error.__traceback__
+                error.__traceback__ = None
+                while tb is not None:
+                    _clear_frame(tb.tb_frame)
+                    tb = tb.tb_next
+                error = error.__cause__ or error.__context__
+                seen += 1
             for name in ("last_traceback", "last_value", "last_type", "last_exc"):
                 if hasattr(sys, name):
                     setattr(sys, name, None)
@@ -170,6 +180,22 @@ class Guard:
             stream.write = limited_write
         except (AttributeError, TypeError):
             pass
+
+
+def _clear_frame(frame) -> None:
+    """Drop a finished frame's local variables, and the snapshot of them that formatting the
+    traceback made (Python 3.11's frame.clear() leaves that dict). A frame whose locals are
+    its globals (the notebook's namespace, a cell's top level) keeps them."""
+    try:
+        frame.clear()
+    except RuntimeError:  # still executing (IPython's own frames)
+        return
+    try:
+        snapshot = frame.f_locals
+    except Exception:
+        return
+    if snapshot is not frame.f_globals and isinstance(snapshot, dict):
+        snapshot.clear()
 
 
 def _own_wrapper(old, new) -> bool:

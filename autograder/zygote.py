@@ -234,6 +234,13 @@ def serve(path: str) -> None:
             send(conn, {"error": f"{type(exc).__name__}: {exc}"})
             conn.close()
             return
+        if request["env"].get("PYTHONPATH", "") != os.environ.get("PYTHONPATH", ""):
+            # the modules were imported from the server's path: a kernel that wants another one starts cold
+            for fd in fds:
+                os.close(fd)
+            send(conn, {"error": "the kernel's PYTHONPATH is not the server's"})
+            conn.close()
+            return
         try:
             sys.stdout.flush()
             sys.stderr.flush()

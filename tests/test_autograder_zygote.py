@@ -178,6 +178,12 @@ def test_an_unreachable_server_falls_back_to_a_cold_kernel(kernels, tmp_path):
     assert facts["ppid"] == os.getpid() and facts["data_limit_mb"] == 3000
 
 
+def test_a_kernel_with_another_python_path_starts_cold(kernels):
+    """The server's modules came from its own sys.path: a kernel asking for another path is not forked."""
+    facts = probe(kernels(PYTHONPATH=f"/somewhere/else{os.pathsep}{REPO}"))
+    assert facts["ppid"] == os.getpid()
+
+
 def test_no_state_passes_between_warm_kernels(kernels):
     first = kernels()
     first.run("import torch, vaekit\ntorch.secret = 'answer'\nvaekit.load_mnist = None\nimport numpy\n"
@@ -253,6 +259,46 @@ def test_a_memory_bomb_fails_in_the_cell_and_the_warm_kernel_survives(kernels):
     out = k.run("import torch\nx = torch.ones(2 * 1024**3)  # 8 GB of float32\nprint('allocated')")
     assert "allocated" not in out and ("MemoryError" in out or "RuntimeError" in out), out
     assert k.run("print(1 + 1)") == "2"
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """The grader's runtime guard installed as its IPython profile does, and a server for that path."""
+    import shutil
+
+    base = tmp_path_factory.mktemp("guarded")
+    shutil.copy(REPO / "autograder" / "guard.py", base / "_vaekit_guard.py")
+    startup = base / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-vaekit-guard.py").write_text("import _vaekit_guard\n_vaekit_guard.install(get_ipython())\n")
+    env = {"PYTHONPATH": f"{base}{os.pathsep}{REPO}", "IPYTHONDIR": str(base / "ipython"),
+           "VAEKIT_GUARD_LOG": str(base / "guard.jsonl")}
+    socket_path = base / "socket"
+    proc = subprocess.Popen([sys.executable, str(ZYGOTE), str(socket_path)], cwd=base, env=dict(base_env(), **env),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    assert proc.stdout.readline().startswith("ready")
+    yield env, socket_path
+    proc.stdin.close()
+    proc.wait(20)
+
+
+RSS_MB = "print(int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1]) // 1024)"
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm", "cold"])
+def test_a_cell_that_hit_the_memory_limit_gives_the_memory_back(kernels, guarded, warm):
+    """Its traceback must not keep the memory: later cells get the whole limit again."""
+    env, socket_path = guarded
+    k = kernels(warm=False, **env, **({"VAEKIT_GRADER_ZYGOTE": str(socket_path)} if warm else {}))
+    if warm:
+        assert int(k.run("import os; print(os.getppid())")) != os.getpid(), "not a warm kernel"
+    before = int(k.run("import torch\nkept = 'defined before the failure'\n" + RSS_MB))
+    out = k.run("def hog():\n    blocks = []\n    while True:\n        blocks.append(torch.ones(2**26))\nhog()")
+    assert "allocate" in out, out
+    after = int(k.run(RSS_MB))
+    assert after < before + 300, f"RSS {before} MB before the memory bomb, {after} MB after it"
+    assert k.run("x = torch.ones(2**28)  # 1 GB\nprint(kept)") == "defined before the failure"
 
 
 def test_stopping_the_server_ends_its_kernels(kernelspec, tmp_path, monkeypatch):
