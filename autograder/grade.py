@@ -68,6 +68,37 @@ class GradingError(RuntimeError):
     """Grading itself could not run (not a problem of a submission)."""
 
 
+class Stopped(Exception):
+    """The run is being interrupted: no new nbgrader process may start."""
+
+
+class Running:
+    """The nbgrader processes in flight. Once closed (Ctrl-C), none can start any more."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.procs: list[subprocess.Popen] = []
+        self.closed = False
+
+    def start(self, cmd: list[str], **kwargs) -> subprocess.Popen:
+        with self.lock:
+            if self.closed:
+                raise Stopped()
+            proc = subprocess.Popen(cmd, **kwargs)
+            self.procs.append(proc)
+            return proc
+
+    def done(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            if proc in self.procs:
+                self.procs.remove(proc)
+
+    def close(self) -> list[subprocess.Popen]:
+        with self.lock:
+            self.closed = True
+            return list(self.procs)
+
+
 @dataclass
 class Result:
     """One student's notebook: its rows, status and notes."""
@@ -129,6 +160,7 @@ class Workspace:
         from autograder.release import tool_env
 
         env = tool_env()
+        (self.base / "tmp").mkdir(parents=True, exist_ok=True)
         env.update({
             "PYTHONPATH": str(REPO),
             "JUPYTER_PATH": str(self.jupyter),
@@ -143,6 +175,9 @@ class Workspace:
             "VAEKIT_GRADER_FILE_MB": "512",
             "VAEKIT_GRADER_OUTPUT_KB": str(self.options.output_kb),
             "VAEKIT_GRADER_THREADS": str(self.options.threads),
+            # kernel folders and connection files inside the run's folder: gone with it, even after Ctrl-C
+            "VAEKIT_GRADER_TMP": str(self.base / "tmp"),
+            "TMPDIR": str(self.base / "tmp"),
         })
         env.pop("VAEKIT_WORKDIR", None)
         env.pop("VAEKIT_FAST", None)
@@ -206,12 +241,11 @@ class Workspace:
         if self.zygote_socket and self.zygote_socket.parent.name.startswith("vaekit-zygote-"):
             shutil.rmtree(self.zygote_socket.parent, ignore_errors=True)
 
-    def nbgrader(self, root: Path, *args: str, stderr_line=None, procs: list | None = None) -> tuple[int, str]:
+    def nbgrader(self, root: Path, *args: str, stderr_line=None, procs: Running | None = None) -> tuple[int, str]:
         cmd = [sys.executable, "-m", "autograder.nbgrader_main", *args, f"--CourseDirectory.root={root}"]
-        proc = subprocess.Popen(cmd, cwd=root, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", start_new_session=True)
-        if procs is not None:
-            procs.append(proc)
+        kwargs = dict(cwd=root, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                      text=True, errors="replace", start_new_session=True)
+        proc = procs.start(cmd, **kwargs) if procs is not None else subprocess.Popen(cmd, **kwargs)
         lines = []
         for line in proc.stdout:
             lines.append(line)
@@ -221,7 +255,7 @@ class Workspace:
                 stderr_line(line)
         proc.wait()
         if procs is not None:
-            procs.remove(proc)
+            procs.done(proc)
         return proc.returncode, "".join(lines)
 
     def build(self) -> None:
@@ -303,7 +337,7 @@ class Grader:
         self.results: dict[tuple[str, str], Result] = {}
         self.warnings: list[str] = []
         self.lock = threading.Lock()
-        self.procs: list[subprocess.Popen] = []
+        self.procs = Running()
         self.bar = None
         self.intakes: dict = {}
 
@@ -406,7 +440,7 @@ class Grader:
         for stale in ("feedback", "nbgrader"):   # our own folders, from an earlier run into OUT
             shutil.rmtree(self.out / stale, ignore_errors=True)
         (self.out / "final_grades.csv").unlink(missing_ok=True)
-        with tempfile.TemporaryDirectory(prefix="vaekit-grade-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="vaekit-grade-", ignore_cleanup_errors=True) as tmp:
             ws = Workspace(Path(tmp), self.course, self.options)
             try:
                 self.grade_in(ws, students)
@@ -530,6 +564,8 @@ class Grader:
                 return
             try:
                 self.grade_batch(ws, root, batch, ids, staged)
+            except Stopped:  # Ctrl-C: the main thread is stopping everything
+                return
             except BaseException as exc:  # a failure of the grader itself
                 errors.append(exc)
                 return
@@ -550,6 +586,8 @@ class Grader:
         if notebook:
             args.append(f"--notebook={notebook}")
         code, log = ws.nbgrader(root, *args, stderr_line=self.progress_line, procs=self.procs)
+        if self.procs.closed:  # killed by Ctrl-C: what it left is not a result
+            raise Stopped()
         if "grading kernel not found" in log or "No such kernel" in log:
             raise GradingError(f"the grading kernel could not be found:\n{log[-2000:]}")
         results, failed = [], []
@@ -738,11 +776,23 @@ class Grader:
             self.bar = None
 
     def stop_all(self) -> None:
-        for proc in list(self.procs):
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
+        """Stop the nbgrader processes (and their kernels) and wait until they are gone."""
+        procs = self.procs.close()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for proc in procs:
+                try:
+                    os.killpg(proc.pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            deadline = time.monotonic() + 10
+            for proc in procs:
+                try:
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+            procs = [p for p in procs if p.poll() is None]
+            if not procs:
+                return
 
 
 def _safe(name: str) -> str:

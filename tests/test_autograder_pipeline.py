@@ -227,3 +227,40 @@ def test_results_land_in_an_nbgrader_course_for_manual_grading(run):
     html = (run.out / "feedback" / "full" / f"{ae}.html").read_text()
     assert "Right idea; say where the codes of real images lie." in html
     assert "BEGIN HIDDEN TESTS" not in html and "hidden.check_" not in html
+
+
+def test_ctrl_c_stops_every_process_and_keeps_what_was_graded(run, tmp_path):
+    """Ctrl-C while kernels run: a clear message, the CSVs so far, no process or temporary folder left."""
+    import os
+    import signal
+
+    subs = tmp_path / "submissions"
+    for s in ("full", "crashes", "loops"):
+        shutil.copytree(run.submissions / s, subs / s)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    cmd = [sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(tmp_path / "out"), "--jobs", "2",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, TMPDIR=str(tmpdir)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    said = []
+    for line in proc.stderr:
+        said.append(line)
+        if line.startswith("grading "):
+            break
+    time.sleep(8)  # kernels are running now
+    assert proc.poll() is None, "".join(said)
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    said.append(rest)
+    assert proc.returncode != 0 and "interrupted: the CSVs hold the students graded so far" in rest, "".join(said)
+    left = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if str(tmpdir) in cmdline.read_bytes().decode(errors="replace"):
+                left.append(cmdline.read_bytes().decode(errors="replace").replace("\0", " "))
+        except OSError:
+            pass
+    assert not left, f"still running after Ctrl-C: {left}"
+    assert list(tmpdir.iterdir()) == [], "the grader's temporary folder was left behind"
