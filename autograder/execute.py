@@ -73,6 +73,7 @@ def kernel_env(base) -> dict[str, str]:
         "MPLBACKEND": "Agg",
         "PYTHONDONTWRITEBYTECODE": "1",
     })
+    env.pop("IPYTHONDIR", None)  # never the instructor's own IPython profile
     if base.get("VAEKIT_GRADER_IPYTHONDIR"):
         env["IPYTHONDIR"] = base["VAEKIT_GRADER_IPYTHONDIR"]
     threads = base.get("VAEKIT_GRADER_THREADS", "1")

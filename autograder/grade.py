@@ -18,11 +18,12 @@ submission is read and rebuilt on the released structure (intake.py); then N
 worker threads each drive their own nbgrader course folder with its own SQLite
 gradebook, taking a few students at a time from a shared queue and running
 `nbgrader autograde` on them (the kernel settings are in execute.py and
-kernel_launcher.py; kernels are forked from the warm-kernel server of zygote.py,
-started while the release is built, unless --cold-kernels). As each batch finishes, its grades are read from the
-worker's gradebook, its feedback is written, and the CSVs are rewritten in
-sorted order, so an interruption loses only the students in progress and the
-result does not depend on --jobs or on which worker graded whom.
+kernel_launcher.py; kernels are forked from the warm-kernel server of
+zygote.py, started while the release is built, unless --cold-kernels). As each
+batch finishes, its grades are read from the worker's gradebook, its feedback
+is written, and the CSVs are rewritten in sorted order, so an interruption loses
+only the students in progress and the result does not depend on --jobs or on
+which worker graded whom.
 """
 from __future__ import annotations
 
@@ -160,7 +161,6 @@ class Workspace:
         from autograder.release import tool_env
 
         env = tool_env()
-        (self.base / "tmp").mkdir(parents=True, exist_ok=True)
         env.update({
             "PYTHONPATH": str(REPO),
             "JUPYTER_PATH": str(self.jupyter),
@@ -196,7 +196,8 @@ class Workspace:
         folder = self.base / "zygote"
         home = folder / "home"
         home.mkdir(parents=True)
-        shutil.copy(Path(__file__).resolve().parent / "zygote.py", folder / "zygote.py")
+        for script in ("zygote.py", "kernel_launcher.py"):  # the server uses the launcher's helpers
+            shutil.copy(Path(__file__).resolve().parent / script, folder / script)
         self.zygote_socket = folder / "socket"
         if len(str(self.zygote_socket)) > 100:  # AF_UNIX paths are short
             self.zygote_socket = Path(tempfile.mkdtemp(prefix="vaekit-zygote-")) / "socket"
@@ -262,7 +263,7 @@ class Workspace:
         from autograder.parts import build_parts
 
         for d in (self.jupyter / "kernels" / KERNEL_NAME, self.base / "jupyter-config", self.base / "runtime",
-                  self.ipython / "profile_default" / "startup", self.sandbox / "autograder"):
+                  self.base / "tmp", self.ipython / "profile_default" / "startup", self.sandbox / "autograder"):
             d.mkdir(parents=True, exist_ok=True)
         here = Path(__file__).resolve().parent
         shutil.copytree(here / "checks", self.sandbox / "autograder" / "checks",

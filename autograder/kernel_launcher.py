@@ -19,7 +19,8 @@ student's code does:
 * RLIMIT_CORE 0: a crashing kernel leaves no core dump.
 
 It runs as a plain script (no imports from the repository), configured by the
-environment that the grader's execute preprocessor gives each kernel.
+environment that the grader's execute preprocessor gives each kernel. zygote.py,
+copied beside it, imports its helpers (limits, process groups, parent death).
 """
 import json
 import os
@@ -46,9 +47,30 @@ def limits() -> dict:
             "file_mb": int(os.environ.get("VAEKIT_GRADER_FILE_MB", "0") or 0)}
 
 
-def die_with_parent() -> None:
-    """jupyter_client (nbgrader) dying takes this launcher along, and so, through the server, the kernel."""
-    parent = os.getppid()
+def apply_limits() -> None:
+    """The kernel's limits, from its environment (this process and everything it starts)."""
+    lim = limits()
+    if lim["memory_mb"] > 0:
+        _limit(resource.RLIMIT_DATA, lim["memory_mb"] * MIB)
+    if lim["file_mb"] > 0:
+        _limit(resource.RLIMIT_FSIZE, lim["file_mb"] * MIB)
+    _limit(resource.RLIMIT_CORE, 0)
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """Signal the kernel's process group (it and what it started); the kernel alone if it has none yet."""
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def die_with_parent(parent: int | None = None) -> None:
+    """Be killed when the parent process dies (Linux); exit now if `parent` already has."""
+    parent = parent or os.getppid()
     try:
         import ctypes
 
@@ -66,7 +88,7 @@ def via_zygote(path: str) -> int | None:
     try:
         sock.connect(path)
         env = {k: v for k, v in os.environ.items() if k != "VAEKIT_GRADER_ZYGOTE"}
-        body = json.dumps({"argv": sys.argv[1:], "env": env, "cwd": os.getcwd(), "limits": limits()}).encode()
+        body = json.dumps({"argv": sys.argv[1:], "env": env, "cwd": os.getcwd()}).encode()
         socket.send_fds(sock, [struct.pack("!I", len(body))], [0, 1, 2])
         sock.sendall(body)
     except OSError as exc:
@@ -85,15 +107,8 @@ def via_zygote(path: str) -> int | None:
         return None
     pid = int(reply["pid"])
 
-    def forward(signum, frame):
-        # the kernel's process group, as jupyter_client signals a cold kernel's group
-        try:
-            os.killpg(pid, signum)
-        except (ProcessLookupError, PermissionError):
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
+    def forward(signum, frame):  # to the kernel's group, as jupyter_client signals a cold kernel's
+        signal_group(pid, signum)
 
     for sig in FORWARDED:
         signal.signal(sig, forward)
@@ -108,17 +123,12 @@ def via_zygote(path: str) -> int | None:
 def main() -> None:
     server = os.environ.get("VAEKIT_GRADER_ZYGOTE")
     if server:
-        die_with_parent()
+        die_with_parent()  # nbgrader dying takes the launcher along, and so, through the server, the kernel
         code = via_zygote(server)
         if code is not None:
             sys.exit(code)
         os.environ.pop("VAEKIT_GRADER_ZYGOTE", None)
-    lim = limits()
-    if lim["memory_mb"] > 0:
-        _limit(resource.RLIMIT_DATA, lim["memory_mb"] * MIB)
-    if lim["file_mb"] > 0:
-        _limit(resource.RLIMIT_FSIZE, lim["file_mb"] * MIB)
-    _limit(resource.RLIMIT_CORE, 0)
+    apply_limits()
     args = [sys.executable, "-Xfrozen_modules=off", "-m", "ipykernel_launcher", *sys.argv[1:]]
     os.execv(sys.executable, args)
 

@@ -10,16 +10,18 @@ itself never runs notebook code.
 Protocol (a Unix socket; the client is kernel_launcher.py, which jupyter_client
 started as "the kernel process"):
 
-* the launcher sends a 4-byte length, then JSON {argv, env, cwd, limits}, with its
-  own stdin/stdout/stderr attached (SCM_RIGHTS);
+* the launcher sends a 4-byte length, then JSON {argv, env, cwd}, with its own
+  stdin/stdout/stderr attached (SCM_RIGHTS);
 * the server forks; the child becomes the kernel: new session, the launcher's
-  fds as 0/1/2, its cwd, its environment, its resource limits, then ipykernel;
+  fds as 0/1/2, its cwd, its environment and the resource limits that
+  environment sets (kernel_launcher.apply_limits), then ipykernel;
 * the server replies {"pid": N} and later {"exit": code} when the child ends;
 * if the launcher goes away (jupyter_client killed it), the server kills the
   child; if the server goes away, its children die with it (PR_SET_PDEATHSIG).
 
-It runs as a plain script (no import from the repository's autograder package,
-whose name the grading sandbox reuses for the hidden checks):
+It runs as a plain script beside a copy of kernel_launcher.py, whose helpers it
+uses (no import from the repository's autograder package, whose name the grading
+sandbox reuses for the hidden checks):
 
     python zygote.py SOCKET_PATH
 
@@ -28,12 +30,10 @@ prints "ready" once it listens, and exits when its stdin closes.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib
 import json
 import os
 import pkgutil
-import resource
 import selectors
 import signal
 import socket
@@ -41,25 +41,14 @@ import struct
 import sys
 import traceback
 
+from kernel_launcher import apply_limits, die_with_parent, signal_group
+
 PRELOAD = [
     "ipykernel.kernelapp", "ipykernel.ipkernel", "IPython", "IPython.core.interactiveshell", "zmq", "tornado",
     "numpy", "torch", "torch.nn", "torch.nn.functional", "torch.optim", "torch.distributions",
     "torch.testing", "torchvision.datasets.mnist", "matplotlib", "matplotlib.pyplot",
     "matplotlib_inline.backend_inline", "tqdm.auto", "vaekit", "autograder.checks",
 ]
-MIB = 1024 * 1024
-PR_SET_PDEATHSIG = 1
-
-
-def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:
-    """Signal the kernel's process group (it and what it started); the kernel alone if it has none yet."""
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def open_fds() -> set[int]:
@@ -82,13 +71,6 @@ def preload() -> list[str]:
             except Exception as exc:
                 failed.append(f"{info.name} ({type(exc).__name__})")
     return failed
-
-
-def _limit(which: int, value: int) -> None:
-    soft, hard = resource.getrlimit(which)
-    if hard != resource.RLIM_INFINITY:
-        value = min(value, hard)
-    resource.setrlimit(which, (value, hard if hard != resource.RLIM_INFINITY else value))
 
 
 def read_request(conn: socket.socket) -> tuple[dict, list[int]]:
@@ -129,12 +111,7 @@ def become_kernel(request: dict, fds: list[int], server_pid: int, keep: set[int]
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
-        try:  # die with the server, like a kernel dies with its launcher
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        except Exception:
-            pass
-        if os.getppid() != server_pid:  # the server died before the line above
-            os._exit(1)
+        die_with_parent(server_pid)  # as a cold kernel dies with its launcher
         os.setsid()  # its own process group: killing the group ends what the notebook started too
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
@@ -148,12 +125,7 @@ def become_kernel(request: dict, fds: list[int], server_pid: int, keep: set[int]
         os.environ.clear()
         os.environ.update(request["env"])
         del sys.path[0]  # the server's folder; ipykernel_launcher removes its cwd the same way
-        limits = request.get("limits", {})
-        if limits.get("memory_mb"):
-            _limit(resource.RLIMIT_DATA, int(limits["memory_mb"]) * MIB)
-        if limits.get("file_mb"):
-            _limit(resource.RLIMIT_FSIZE, int(limits["file_mb"]) * MIB)
-        _limit(resource.RLIMIT_CORE, 0)
+        apply_limits()
         if "numpy" in sys.modules:  # a new process would draw a fresh seed
             sys.modules["numpy"].random.seed()
         threads = os.environ.get("OMP_NUM_THREADS", "")
@@ -269,7 +241,7 @@ def serve(path: str) -> None:
                 return
             if pid == 0:
                 return
-            kill_tree(pid)  # what the kernel started and left behind
+            signal_group(pid, signal.SIGKILL)  # what the kernel started and left behind
             conn = children.pop(pid, None)
             if conn is not None:
                 send(conn, {"exit": os.waitstatus_to_exitcode(status)})
@@ -292,7 +264,7 @@ def serve(path: str) -> None:
                             stopping.append(True)
                     else:  # a launcher's connection: it only ever closes, when the launcher dies
                         pid = key.data
-                        kill_tree(pid)
+                        signal_group(pid, signal.SIGKILL)
                         drop(key.fileobj)
                         if pid in children:
                             children[pid] = None
@@ -304,7 +276,7 @@ def serve(path: str) -> None:
                 log(f"server error while reaping ({type(exc).__name__}: {exc}); going on")
     finally:
         for pid in list(children):
-            kill_tree(pid)
+            signal_group(pid, signal.SIGKILL)
         listener.close()
         try:
             os.unlink(path)
