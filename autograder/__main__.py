@@ -42,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--db-url", help="write the results into this nbgrader database (e.g. a PostgreSQL server "
                                     "shared by the machines of a sharded run) instead of OUT/nbgrader/gradebook.db")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g.add_argument("--cold-kernels", action="store_true",
-                   help="start every kernel from scratch instead of forking it from a process that has "
-                        "imported torch (slower; the grades are the same)")
+    g.add_argument("--unsafe-no-sandbox", action="store_true",
+                   help="run submissions WITHOUT the bubblewrap sandbox, with your user's rights (only for code "
+                        "you trust, e.g. your own solutions on a machine without bubblewrap)")
     fb = sub.add_parser("feedback", help="after manual grading in OUT/nbgrader: feedback and final grades again")
     fb.add_argument("out", type=Path, help="the --out folder of `grade`")
     pub = sub.add_parser("publish", help="write the public student repository (release + vaekit only) to DIR")
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
         options = Options(jobs=args.jobs, timeout=args.timeout, notebook_timeout=args.notebook_timeout,
                           memory_mb=args.memory_limit, shard=args.shard, progress=not args.no_progress,
-                          db_url=args.db_url, warm_kernels=not args.cold_kernels)
+                          db_url=args.db_url, unsafe_no_sandbox=args.unsafe_no_sandbox)
         try:
             return grade(args.submissions, args.out, options)
         except GradingError as exc:
@@ -78,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
             print("interrupted: the CSVs hold the students graded so far", file=sys.stderr)
             return 130
     if args.command == "feedback":
-        from autograder.grade import GradingError, refresh_feedback
+        from autograder.grade import GradingError
+        from autograder.gradebook import refresh
 
         try:
-            return refresh_feedback(args.out)
+            return refresh(args.out)
         except GradingError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -1,19 +1,19 @@
-"""Feedback HTML that shows a student their graded notebook, without the hidden tests.
+"""Feedback pages: the student's own submitted notebook, with the judge's verdict on each test cell.
 
-Stock `nbgrader generate_feedback` renders the autograded notebook, whose test
-cells hold the hidden tests again (nbgrader issue #917). Here the notebook is
-cleaned first:
+What a page shows, and where it comes from:
 
-* every test cell gets its released source back (visible part only);
-* a test's traceback is cut to its last line, the check's message
-  ("AssertionError: ae_loss averages over pixels: ..."), and frames from the
-  hidden checks are dropped from any other traceback;
-* any output that quotes a line of a hidden test or of the hidden checks'
-  source is removed, and a tampered notebook loses all outputs but the test
-  results;
+* every cell that is not a test: the student's source and the outputs *they submitted*
+  (the full-settings figures their written answers refer to) — nothing computed in the
+  grading sandbox;
+* every test cell: its released (visible) source, its score, and the judge's message;
+* the written answers, with the graders' points and comments after manual grading.
 
-and then rendered with nbgrader's own feedback template (scores per cell and
-in total), with a short report of what the grader did on top.
+Markdown and HTML the student wrote or printed are sanitized by nbconvert
+(`HTMLExporter.sanitize_html`: scripts, event handlers and javascript: links are
+escaped; JavaScript outputs are dropped). The page is rendered with nbgrader's own
+feedback template (scores per cell and in total), with a short grader report on top.
+Hidden tests never appear: test cells get the released source, and the judge's
+messages are the checks' own words.
 """
 from __future__ import annotations
 
@@ -22,95 +22,81 @@ import html
 import re
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nbformat
 from nbformat.notebooknode import NotebookNode
 
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-HIDDEN = re.compile(r"### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS\n?", re.S)
+from autograder.run import RUN_KEY
+from autograder.status import Verdict
+
+if TYPE_CHECKING:  # pragma: no cover
+    from autograder.grade import Result
+
+MAX_OUTPUT_CHARS = 200_000      # per cell: a flood of output is cut, with a note
+DROPPED_MIME = ("application/javascript", "text/javascript", "application/vnd.jupyter.widget-view+json")
 _lock = threading.Lock()
 _exporter = None
 
-
-def secret_lines(source_nbs: list[NotebookNode], checks_dir: Path, public_texts: list[str]) -> set[str]:
-    """Distinctive lines of the hidden tests and checks that must never reach a student."""
-    public = set()
-    for text in public_texts:
-        public |= {line.strip() for line in text.splitlines()}
-    for nb in source_nbs:  # a student who gets it right writes these lines too
-        for cell in nb.cells:
-            if cell.metadata.get("nbgrader", {}).get("solution"):
-                public |= {line.strip() for line in cell.source.splitlines()}
-    lines = set()
-    for nb in source_nbs:
-        for cell in nb.cells:
-            for block in re.findall(r"### BEGIN HIDDEN TESTS(.*?)### END HIDDEN TESTS", cell.source, re.S):
-                lines |= {line.strip() for line in block.splitlines()}
-    for path in sorted(checks_dir.glob("*.py")):
-        lines |= {line.strip() for line in path.read_text().splitlines()}
-    return {line for line in lines if len(line) >= 24 and line not in public and not line.startswith(("#", '"""'))
-            and not line.startswith(("raise AssertionError(", "require(", "f\"", "\""))}
+STATUS_WORDS = {
+    "ok": "graded normally.",
+    "renamed": "your file had a different name; it was graded as the notebook it matched.",
+    "repaired": "the notebook's cells had to be matched back to the release; it was graded normally.",
+    "tampered": "the grader saw an attempt to interfere with grading (details below); an instructor will review it.",
+    "timeout": "some of your code ran too long and was stopped; checks that could not finish score 0.",
+    "error": "your notebook stopped the grader's kernel (it crashed, exited or ran out of memory); "
+             "checks that could not run score 0.",
+}
 
 
-def _clean_traceback(output: NotebookNode, graded: bool) -> None:
-    lines = [ANSI.sub("", line) for line in output.get("traceback", [])]
-    if graded or any("autograder" in line or "_vaekit_guard" in line for line in lines):
-        ename, evalue = output.get("ename", "Error"), output.get("evalue", "")
-        output["traceback"] = [f"{ename}: {evalue}" if evalue else ename]
-    else:
-        output["traceback"] = lines
+def safe_name(name: str) -> str:
+    return re.sub(r"[^\w.@+-]", "_", name) or "_"
 
 
-def _leaks(output: NotebookNode, secrets: set[str]) -> bool:
-    texts = [output.get("text", ""), output.get("evalue", "")]
-    texts += [v for v in (output.get("data") or {}).values() if isinstance(v, str)]
-    texts += output.get("traceback", [])
-    blob = "\n".join(t if isinstance(t, str) else "".join(t) for t in texts)
-    return any(secret in blob for secret in secrets)
+def verdict_output(verdict: Verdict | None) -> NotebookNode:
+    if verdict is None:
+        return nbformat.v4.new_output("stream", name="stdout", text="not graded\n")
+    if verdict.passed:
+        return nbformat.v4.new_output("stream", name="stdout", text="✓ all checks passed\n")
+    return nbformat.v4.new_output("error", ename="Check failed", evalue=verdict.message,
+                                  traceback=[f"Check failed: {verdict.message}"])
 
 
-def clean(nb: NotebookNode, released: dict[str, str], scores: dict[str, tuple[float, float]],
-          secrets: set[str], tampered: bool, comments: dict[str, str] | None = None,
-          pending: set[str] | None = None) -> NotebookNode:
-    """A copy of an autograded notebook that is safe to show the student.
+def _trim(outputs: list) -> list:
+    kept, size = [], 0
+    for output in outputs:
+        data = output.get("data")
+        if isinstance(data, dict):
+            for mime in DROPPED_MIME:
+                data.pop(mime, None)
+            if not data:
+                continue
+        text = str(output.get("text", "")) + "".join(str(v) for v in (data or {}).values())
+        size += len(text)
+        if size > MAX_OUTPUT_CHARS:
+            kept.append(nbformat.v4.new_output("stream", name="stdout", text="[further output not shown: too long]\n"))
+            break
+        kept.append(output)
+    return kept
 
-    comments: the graders' comments per answer cell (after manual grading);
-    pending: the cells still waiting for a grader (default: every written answer).
-    """
+
+def graded_notebook(nb: NotebookNode, released_tests: dict[str, str], verdicts: dict[str, Verdict],
+                    scores: dict[str, tuple[float, float]]) -> NotebookNode:
+    """The notebook formgrader and the feedback show: submitted outputs, verdicts on the test cells."""
     nb = copy.deepcopy(nb)
     for cell in nb.cells:
+        cell.metadata.pop(RUN_KEY, None)
         meta = cell.metadata.get("nbgrader", {})
         gid = meta.get("grade_id")
-        graded_test = cell.cell_type == "code" and meta.get("grade") and not meta.get("solution")
-        if graded_test:
-            cell.source = released.get(gid, HIDDEN.sub("", cell.source))
-        elif cell.cell_type == "code" and HIDDEN.search(cell.source):
-            cell.source = HIDDEN.sub("", cell.source)
-        if meta.get("grade"):
-            score, points = scores.get(gid, (0.0, float(meta.get("points", 0))))
-            meta["score"], meta["points"] = score, points
-        if meta.get("solution") or meta.get("task"):
-            waiting = gid in pending if pending is not None else bool(meta.get("grade"))
-            comment = (comments or {}).get(gid)
-            if comment or waiting:
-                meta["comment"] = comment or "Graded by hand later."
         if cell.cell_type != "code":
             continue
-        kept = []
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "error":
-                _clean_traceback(output, bool(graded_test))
-            elif tampered and not graded_test:
-                continue
-            if _leaks(output, secrets):
-                if output.get("output_type") == "error":
-                    output["evalue"], output["traceback"] = "(message removed)", [f"{output.get('ename')}"]
-                else:
-                    continue
-            kept.append(output)
-        cell.outputs = kept
-        cell.metadata.pop("vaekit_grader", None)
-    nb.metadata.pop("vaekit_grader", None)
+        if meta.get("grade") and not meta.get("solution"):
+            cell.source = released_tests.get(gid, "")
+            cell.outputs = [verdict_output(verdicts.get(gid))]
+            score, points = scores.get(gid, (0.0, float(meta.get("points", 0))))
+            meta["score"], meta["points"] = score, points
+        else:
+            cell.outputs = _trim(cell.get("outputs", []))
     return nb
 
 
@@ -126,28 +112,38 @@ def _get_exporter():
         c.HTMLExporter.template_name = "feedback"
         c.HTMLExporter.extra_template_basedirs = [str(base / "templates")]
         c.HTMLExporter.extra_template_paths = [str(base / "static" / "node_modules" / "bootstrap" / "dist" / "css")]
+        c.HTMLExporter.sanitize_html = True
         _exporter = HTMLExporter(config=c)
     return _exporter
 
 
 def report_cell(student: str, notebook: str, status: str, notes: list[str]) -> NotebookNode:
-    words = {
-        "ok": "graded normally.",
-        "repaired": "the notebook was damaged; the grader repaired it and graded it normally.",
-        "tampered": "the grader found code that interferes with grading; an instructor will review it. "
-                    "Outputs of your own cells are not shown.",
-        "timeout": "some code ran too long and was stopped; cells that could not run score 0.",
-        "error": "the notebook stopped the grader's kernel or exited; cells that could not run score 0.",
-    }
-    text = f"**Grader report for {html.escape(student)}, {notebook}: {status}** — {words.get(status, '')}"
+    text = (f"**Grader report for {html.escape(student)}, {html.escape(notebook)}: {html.escape(status)}** — "
+            f"{STATUS_WORDS.get(status, '')}")
     if notes:
         text += "\n\n" + "\n".join(f"* {html.escape(n)}" for n in notes[:20])
     return nbformat.v4.new_markdown_cell(text)
 
 
-def render(nb: NotebookNode, student: str, notebook: str, status: str, notes: list[str],
-           score: float, max_score: float, path: Path) -> Path:
+def render(nb: NotebookNode, student: str, notebook: str, status: str, notes: list[str], score: float,
+           max_score: float, path: Path, comments: dict[str, str] | None = None,
+           pending: set[str] | None = None, scores: dict[str, tuple[float, float]] | None = None) -> Path:
+    """Write the feedback page for one graded notebook.
+
+    comments: the graders' comments per answer cell; pending: answer cells still waiting
+    for a grader (default: every written answer); scores: points per cell after manual grading.
+    """
     nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        gid = meta.get("grade_id")
+        if scores and gid in scores and meta.get("grade"):
+            meta["score"], meta["points"] = scores[gid]
+        if meta.get("solution") or meta.get("task"):
+            waiting = gid in pending if pending is not None else bool(meta.get("grade"))
+            comment = (comments or {}).get(gid)
+            if comment or waiting:
+                meta["comment"] = comment or "Graded by hand later."
     nb.cells.insert(0, report_cell(student, notebook, status, notes))
     resources = {"nbgrader": {"notebook": notebook, "score": score, "max_score": max_score, "late_penalty": 0}}
     with _lock:
@@ -157,14 +153,24 @@ def render(nb: NotebookNode, student: str, notebook: str, status: str, notes: li
     return path
 
 
-def render_missing(student: str, notebook: str, status: str, notes: list[str], max_score: float, path: Path,
-                   score: float = 0.0) -> Path:
-    items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-    what = {"missing": "was not found", "unreadable": "could not be read"}.get(status, "was graded")
-    body = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{notebook}</title></head><body>"
-            f"<h2>{html.escape(notebook)} (Score: {score:g} / {max_score:g})</h2>"
-            f"<p>Your submission of <code>{html.escape(notebook)}.ipynb</code> {what} ({status}).</p>"
-            f"<ul>{items}</ul></body></html>\n")
+def write(result: "Result", path: Path) -> Path:
+    """The page of a freshly graded notebook (written answers still waiting for a grader)."""
+    if result.graded is None:
+        return write_plain(result, path)
+    max_total = result.max_score + sum(float(c.metadata["nbgrader"].get("points", 0)) for c in result.graded.cells
+                                       if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("grade"))
+    return render(result.graded, result.student, result.notebook, result.status, result.notes, result.score,
+                  max_total, path)
+
+
+def write_plain(result: "Result", path: Path) -> Path:
+    """A page without the notebook: missing, unreadable, or a notebook that does not render."""
+    items = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
+    what = {"missing": "was not found", "unreadable": "could not be read"}.get(result.status, "was graded")
+    body = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(result.notebook)}</title></head>"
+            f"<body><h2>{html.escape(result.notebook)} (Score: {result.score:g} / {result.max_score:g})</h2>"
+            f"<p>Your submission of <code>{html.escape(result.notebook)}.ipynb</code> {what} "
+            f"({html.escape(result.status)}).</p><ul>{items}</ul></body></html>\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(body)
     return path

@@ -13,9 +13,17 @@ the released order:
 * the student's own extra cells stay after the anchor they followed;
 * free code cells of the release that the student deleted come back.
 
-What had to be repaired is reported (status `repaired`), and so is what looks
-like tampering (status `tampered`): an edited test cell, or code that the
-static scan (tamper.py) flags.
+What had to be repaired is reported (status `repaired`). Nothing here decides
+`tampered`: only the judge, on evidence of an attempt, does (status.py). An
+edited locked cell is simply replaced by the release's version; a locked cell
+that differs only where the release fills in course settings (the Colab badge,
+the pip line of course.toml) is a submission made from an earlier release and
+counts as unchanged.
+
+Every rebuilt code cell keeps the student's submitted outputs (the feedback
+shows them) and is marked `metadata.vaekit.run` when the grading run needs it:
+setup and data cells, answer cells, and the student's own or changed cells;
+never test cells, and not the release's training cells left as they were.
 """
 from __future__ import annotations
 
@@ -31,14 +39,10 @@ from pathlib import Path
 import nbformat
 from nbformat.notebooknode import NotebookNode, from_dict
 
-from autograder.tamper import Scanner, imported_names, parse
+from autograder.run import RUN_KEY
 
 MAX_BYTES = 50 * 1024 * 1024
-STATUS_ORDER = ["unreadable", "missing", "tampered", "timeout", "error", "repaired", "ok"]
-
-
-def worst(*statuses: str) -> str:
-    return min(statuses, key=STATUS_ORDER.index)
+PLACEHOLDER = re.compile(r"\\\{\\\{COURSE_(?:REPO|REF)\\\}\\\}")
 
 
 def normalize(text: str) -> str:
@@ -49,6 +53,15 @@ def _source(value) -> str:
     if isinstance(value, list):
         return "".join(str(v) for v in value)
     return value if isinstance(value, str) else ""
+
+
+def parse(source: str) -> ast.AST | None:
+    """The cell's syntax tree, IPython magics and shell lines blanked out; None if it does not parse."""
+    lines = ["" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()]
+    try:
+        return ast.parse("\n".join(lines))
+    except (SyntaxError, ValueError):
+        return None
 
 
 @lru_cache(maxsize=4096)
@@ -110,7 +123,9 @@ def read_cells(path: Path) -> tuple[list[dict], list[str]]:
             notes.append("skipped a damaged cell")
             continue
         meta = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
-        out.append({"cell_type": cell["cell_type"], "source": _source(cell.get("source")), "metadata": meta})
+        outputs = cell.get("outputs") if cell["cell_type"] == "code" and isinstance(cell.get("outputs"), list) else []
+        out.append({"cell_type": cell["cell_type"], "source": _source(cell.get("source")), "metadata": meta,
+                    "outputs": [o for o in outputs if isinstance(o, dict) and isinstance(o.get("output_type"), str)]})
     return out, notes
 
 
@@ -123,6 +138,11 @@ class Anchor:
     cell: NotebookNode          # the released cell
     text: str                   # normalized released source
     defines: frozenset[str]
+    pattern: re.Pattern | None = None   # the source with course settings as wildcards (any release)
+
+    def same_as_released(self, source: str) -> bool:
+        text = normalize(source)
+        return text == self.text or bool(self.pattern and self.pattern.fullmatch(text))
 
 
 @dataclass
@@ -133,7 +153,6 @@ class Reference:
     release: NotebookNode
     anchors: list[Anchor]
     free_texts: set[str]        # normalized sources of released markdown cells without metadata
-    scanner: Scanner
     max_points: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -142,6 +161,12 @@ class Reference:
 
 
 def build_reference(name: str, release: NotebookNode, source: NotebookNode) -> Reference:
+    """The anchors of a released notebook; `source` is its unfilled source (solutions/, placeholders kept)."""
+    patterns = {}
+    for cell in source.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid and "{{COURSE_" in cell.source:
+            patterns[gid] = re.compile(PLACEHOLDER.sub(r"\\S+", re.escape(normalize(cell.source))), re.S)
     anchors, free_texts = [], set()
     for index, cell in enumerate(release.cells):
         meta = cell.metadata.get("nbgrader", {})
@@ -153,21 +178,12 @@ def build_reference(name: str, release: NotebookNode, source: NotebookNode) -> R
         else:
             free_texts.add(normalize(cell.source))
             continue
-        anchors.append(Anchor(index, kind, grade_id, cell, normalize(cell.source), _defines(cell.source)))
-    # names the tests read that the student is not meant to define: the modules of the setup cell
-    modules, protected = set(), set()
-    for cell in source.cells:
-        tree = parse(cell.source) if cell.cell_type == "code" else None
-        if tree is None:
-            continue
-        names = imported_names(tree)
-        modules |= set(names)
-        if cell.metadata.get("nbgrader", {}).get("locked"):
-            protected |= set(names)
+        anchors.append(Anchor(index, kind, grade_id, cell, normalize(cell.source), _defines(cell.source),
+                              patterns.get(grade_id)))
     max_points = {c.metadata["nbgrader"]["grade_id"]: float(c.metadata["nbgrader"].get("points", 0))
                   for c in source.cells
                   if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")}
-    return Reference(name, release, anchors, free_texts, Scanner(modules, protected), max_points)
+    return Reference(name, release, anchors, free_texts, max_points)
 
 
 # ---------------------------------------------------------------------------- matching
@@ -253,9 +269,12 @@ def align(anchors: list[Anchor], cells: list[tuple[int, dict]], free_texts: set[
     return match
 
 
-def _cell(cell_type: str, source: str, metadata: dict) -> NotebookNode:
+def _cell(cell_type: str, source: str, metadata: dict, outputs: list | None = None, run: bool = False) -> NotebookNode:
     if cell_type == "code":
-        return nbformat.v4.new_code_cell(source=source, metadata=copy.deepcopy(metadata))
+        cell = nbformat.v4.new_code_cell(source=source, metadata=copy.deepcopy(metadata))
+        cell.outputs = [from_dict(copy.deepcopy(o)) for o in outputs or []]
+        cell.metadata[RUN_KEY] = {"run": bool(run)}
+        return cell
     if cell_type == "raw":
         return nbformat.v4.new_raw_cell(source=source, metadata=copy.deepcopy(metadata))
     return nbformat.v4.new_markdown_cell(source=source, metadata=copy.deepcopy(metadata))
@@ -264,7 +283,6 @@ def _cell(cell_type: str, source: str, metadata: dict) -> NotebookNode:
 def rebuild(ref: Reference, cells: list[dict]) -> Intake:
     """Match the student's cells to the release and rebuild the notebook in the released order."""
     repairs: list[str] = []
-    tamper: list[str] = []
     by_id = ref.by_id
     assigned: dict[int, int] = {}       # anchor index (in ref.anchors) -> student cell index
     position = {a.grade_id: k for k, a in enumerate(ref.anchors) if a.grade_id}
@@ -335,9 +353,9 @@ def rebuild(ref: Reference, cells: list[dict]) -> Intake:
         cell = cells[assigned[k]]
         if cell["cell_type"] != anchor.cell.cell_type:
             repairs.append(f"{label} was changed to {cell['cell_type']}: changed back to {anchor.cell.cell_type}")
-        if anchor.kind == "locked" and normalize(cell["source"]) != anchor.text:
+        if anchor.kind == "locked" and not anchor.same_as_released(cell["source"]):
             if anchor.cell.cell_type == "code":
-                tamper.append(f"locked cell {anchor.grade_id} was edited (the released version was graded)")
+                repairs.append(f"locked cell {anchor.grade_id} was edited: the released version was graded")
             else:
                 repairs.append(f"locked cell {anchor.grade_id} was edited: restored, the student's text kept below it")
 
@@ -351,40 +369,37 @@ def rebuild(ref: Reference, cells: list[dict]) -> Intake:
         elif idx not in dropped:
             attached.setdefault(owner, []).append(idx)
     out: list[NotebookNode] = []
-    student_code: list[str] = []
 
     def emit_free(idx: int) -> None:
         cell = cells[idx]
-        meta = {k: v for k, v in cell["metadata"].items() if k not in ("nbgrader", "deletable", "editable")}
-        out.append(_cell(cell["cell_type"], cell["source"], meta))
-        if cell["cell_type"] == "code":
-            student_code.append(cell["source"])
+        meta = {k: v for k, v in cell["metadata"].items() if k not in ("nbgrader", "deletable", "editable", RUN_KEY)}
+        out.append(_cell(cell["cell_type"], cell["source"], meta, cell["outputs"], run=True))
 
     for idx in attached.get(-1, []):
         emit_free(idx)
     for k, anchor in enumerate(ref.anchors):
         cell = cells[assigned[k]] if k in assigned else None
         released = anchor.cell
+        outputs = cell["outputs"] if cell is not None else []
         if anchor.kind == "locked" or cell is None:
-            out.append(_cell(released.cell_type, released.source, released.metadata))
+            test = bool(released.metadata.get("nbgrader", {}).get("grade"))
+            run = released.cell_type == "code" and not test and (anchor.kind == "locked" or cell is None
+                                                                 and anchor.kind == "solution")
+            out.append(_cell(released.cell_type, released.source, released.metadata, [] if test else outputs, run))
             if (cell is not None and anchor.kind == "locked" and released.cell_type == "markdown"
-                    and normalize(cell["source"]) != anchor.text and cell["source"].strip()):
+                    and not anchor.same_as_released(cell["source"]) and cell["source"].strip()):
                 out.append(_cell("markdown", cell["source"], {}))
         else:
-            out.append(_cell(released.cell_type, cell["source"], released.metadata))
-            if released.cell_type == "code" and normalize(cell["source"]) != anchor.text:
-                student_code.append(cell["source"])
+            changed = normalize(cell["source"]) != anchor.text
+            out.append(_cell(released.cell_type, cell["source"], released.metadata, outputs,
+                             run=anchor.kind == "solution" or changed))
         for idx in attached.get(k, []):
             emit_free(idx)
 
-    for source in student_code:
-        tamper += [f"code: {reason}" for reason in ref.scanner.scan(source)]
-    tamper = list(dict.fromkeys(tamper))
     nb = nbformat.v4.new_notebook(cells=out, metadata=copy.deepcopy(ref.release.metadata))
     for i, cell in enumerate(nb.cells):
         cell["id"] = f"cell-{i:03d}"
-    status = "tampered" if tamper else "repaired" if repairs else "ok"
-    return Intake(status, tamper + repairs, nb)
+    return Intake("repaired" if repairs else "ok", repairs, nb)
 
 
 def take_in(ref: Reference, path: Path) -> Intake:

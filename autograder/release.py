@@ -11,7 +11,7 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.config import ASSIGNMENTS, SOLUTIONS, Course, load_course
+from autograder.config import ASSIGNMENTS, REPO, SOLUTIONS, Course, load_course
 
 RAISES = "raises-exception"
 
@@ -32,7 +32,7 @@ def prepare_course(root: Path, course: Course) -> Path:
 
 def run_nbgrader(root: Path, *args: str, timeout: float | None = None) -> subprocess.CompletedProcess:
     """Run an nbgrader command in the course folder `root` (its own process)."""
-    cmd = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={root}"]
+    cmd = [sys.executable, "-m", "autograder.nbgrader_main", *args, f"--CourseDirectory.root={root}"]
     return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout, env=tool_env())
 
 
@@ -44,6 +44,7 @@ def tool_env(**extra: str) -> dict[str, str]:
     """
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env.update(extra)
     return env
 

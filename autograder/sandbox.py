@@ -225,8 +225,8 @@ class Sandbox:
             "NBGRADER_EXECUTION": "autograde", "VAEKIT_GRADING": "1",
             "VAEKIT_SANDBOX_UID": str(61000 + slot % 1000),
         }
-        if mounts.data:
-            env["VAEKIT_DATA"] = "/data" if not unsafe else str(mounts.data)
+        if mounts.data:  # at its own path: vaekit's cache is keyed by the files' paths
+            env["VAEKIT_DATA"] = str(mounts.data)
         if mounts.cache:
             env["VAEKIT_CACHE"] = "/cache" if not unsafe else str(mounts.cache)
         if mounts.parts:
@@ -256,7 +256,9 @@ class Sandbox:
             args += _with_parents(str(r), made) + ["--ro-bind", str(r), str(r)]
         args += _with_parents(f"{VAEKIT_DIR}/vaekit", made) + ["--ro-bind", str(REPO / "vaekit"), f"{VAEKIT_DIR}/vaekit"]
         args += _with_parents(f"{HARNESS_DIR}/x", made) + ["--ro-bind", str(mounts.harness), HARNESS_DIR]
-        for host, inside in ((mounts.data, "/data"), (mounts.cache, "/cache"), (mounts.parts, "/parts")):
+        if mounts.data is not None:
+            args += _with_parents(str(mounts.data), made) + ["--ro-bind", str(mounts.data), str(mounts.data)]
+        for host, inside in ((mounts.cache, "/cache"), (mounts.parts, "/parts")):
             if host is not None:
                 args += ["--ro-bind", str(host), inside]
         args += ["--proc", "/proc", "--dev", "/dev",

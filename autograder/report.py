@@ -1,0 +1,64 @@
+"""OUT's CSVs, rewritten in sorted order after every student (so they never depend on --jobs).
+
+* grades.csv   one row per student × notebook × test cell: student,notebook,cell,points,max_points,status
+* summary.csv  one row per student: total, maximum, each notebook's points, worst status
+* report.csv   one row per student × notebook: status, points, and what happened (the evidence of a
+               `tampered` status included)
+* checks.csv   one row per student × notebook × test cell: the judge's verdict, its message and the
+               misconception id of the mistake it names (for the class report)
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autograder.status import worst
+
+if TYPE_CHECKING:  # pragma: no cover
+    from autograder.grade import Result
+
+
+def fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def _write(path: Path, rows: list[list[str]]) -> None:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)  # a reader never sees half a file
+
+
+def write_csvs(out: Path, results: list["Result"], names: list[str], cell_order: dict[str, list[str]]) -> None:
+    """Write the four CSVs for `results`; `cell_order[notebook]` lists its test cells in notebook order."""
+    results = sorted(results, key=lambda r: (r.student, r.notebook))
+    order = {n: {c: i for i, c in enumerate(cells)} for n, cells in cell_order.items()}
+    grades = [["student", "notebook", "cell", "points", "max_points", "status"]]
+    checks = [["student", "notebook", "cell", "passed", "misconception", "message"]]
+    for r in results:
+        for cell, points, max_points in sorted(r.cells, key=lambda c: order[r.notebook].get(c[0], 999)):
+            grades.append([r.student, r.notebook, cell, fmt(points), fmt(max_points), r.status])
+            verdict = r.verdicts.get(cell)
+            if verdict is not None:
+                checks.append([r.student, r.notebook, cell, "1" if verdict.passed else "0",
+                               verdict.misconception or "", verdict.message])
+    summary = [["student", "total", "max_total", *names, "status"]]
+    by_student: dict[str, dict[str, "Result"]] = {}
+    for r in results:
+        by_student.setdefault(r.student, {})[r.notebook] = r
+    for student, mine in by_student.items():
+        if len(mine) < len(names):
+            continue  # still being graded
+        summary.append([student, fmt(sum(r.score for r in mine.values())), fmt(sum(r.max_score for r in mine.values())),
+                        *(fmt(mine[n].score) for n in names), worst(*(mine[n].status for n in names))])
+    detail = [["student", "notebook", "status", "points", "max_points", "detail"]]
+    for r in results:
+        detail.append([r.student, r.notebook, r.status, fmt(r.score), fmt(r.max_score), "; ".join(r.notes)])
+    out.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("grades.csv", grades), ("summary.csv", summary), ("report.csv", detail),
+                       ("checks.csv", checks)):
+        _write(out / name, rows)
