@@ -149,16 +149,27 @@ def release_problems(course: Course | None = None) -> list[str]:
             if seen:
                 problems.append(f"{path.name}: the {what} points at {', '.join(seen)}, course.toml says {want}")
     with tempfile.TemporaryDirectory(prefix="vaekit-publish-check-") as tmp:
-        fresh = {p.name: p for p in release(out=Path(tmp), course=course)}
+        try:
+            fresh = {p.name: p for p in release(out=Path(tmp), course=course)}
+        except RuntimeError as exc:  # nbgrader refused a source notebook
+            raise PublishError(f"cannot check assignments/: the release from solutions/ fails ({exc})") from exc
         for name in sorted(set(fresh) | {p.name for p in committed.glob("*.ipynb")}):
             mine = committed / name
             if name not in fresh:
                 problems.append(f"assignments/{name} has no source in solutions/")
             elif not mine.exists():
                 problems.append(f"solutions/{name} is not released in assignments/")
-            elif json.loads(mine.read_text()) != json.loads(fresh[name].read_text()):
+            elif _json_or_none(mine) != json.loads(fresh[name].read_text()):
                 problems.append(f"assignments/{name} differs from what solutions/{name} and course.toml make")
     return problems
+
+
+def _json_or_none(path: Path):
+    """The JSON in `path`, None if it is not JSON."""
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def _staged(notebooks: list[str], course: Course) -> dict[str, bytes]:

@@ -35,9 +35,9 @@ _COPY_PREFIX = re.compile(r"^(?:copy of|copie de|kopie von|copia de|cópia de|co
 # What browsers and file managers append to a duplicate's name, possibly repeated.
 _COPY_SUFFIXES = [
     re.compile(r"\s*\(\d+\)$"),                                          # 02_vae (1)   browsers
-    re.compile(r"\s*\((?:another |\d+(?:st|nd|rd|th) )?copy\)$", re.I),  # 02_vae (copy)  GNOME
-    re.compile(r"\s*-\s*copy(?:\s*\(\d+\))?$", re.I),                    # 02_vae - Copy (2)  Windows
-    re.compile(r"\s+copy(?:\s+\d+)?$", re.I),                           # 02_vae copy 2  macOS
+    re.compile(r"\s*\((?:another |\d+(?:st|nd|rd|th) )?copy\)$", re.IGNORECASE),  # 02_vae (copy)  GNOME
+    re.compile(r"\s*-\s*copy(?:\s*\(\d+\))?$", re.IGNORECASE),                    # 02_vae - Copy (2)  Windows
+    re.compile(r"\s+copy(?:\s+\d+)?$", re.IGNORECASE),                           # 02_vae copy 2  macOS
     re.compile(r"[-_ ]\d+$"),                                            # 02_vae-2, 02_vae_2
 ]
 _SEPARATORS = re.compile(r"[\s_\-.]+")
