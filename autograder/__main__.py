@@ -1,4 +1,4 @@
-"""python -m autograder {release,grade,feedback,demo} — see README.md, section Instructors."""
+"""python -m autograder {release,grade,feedback,publish,demo} — see README.md, section Instructors."""
 from __future__ import annotations
 
 import argparse
@@ -47,8 +47,19 @@ def main(argv: list[str] | None = None) -> int:
                         "you trust, e.g. your own solutions on a machine without bubblewrap)")
     fb = sub.add_parser("feedback", help="after manual grading in OUT/nbgrader: feedback and final grades again")
     fb.add_argument("out", type=Path, help="the --out folder of `grade`")
-    pub = sub.add_parser("publish", help="write the public student repository (release + vaekit only) to DIR")
-    pub.add_argument("dir", type=Path, help="a folder outside this repository; replaced")
+    pub = sub.add_parser("publish", help="write the public student repository (release + vaekit only) into DIR",
+                         description="Write the released notebooks, vaekit and a student README into DIR, a clone "
+                                     "of the public course repository. Only files that publish wrote before (listed "
+                                     "in DIR/.vaekit-published.json) are replaced or removed; .git and every other "
+                                     "file stay. Refused when assignments/ is stale (run `python -m autograder "
+                                     "release` first).")
+    pub.add_argument("dir", type=Path, help="a folder outside this repository (created if needed)")
+    pub.add_argument("--notebooks", nargs="+", metavar="NB",
+                     help="publish only these notebooks (e.g. 01 02, or 01_autoencoder), plus those published "
+                          "before; default: all")
+    pub.add_argument("--overwrite", action="store_true",
+                     help="replace files of DIR that publish did not write (or that were edited since), after "
+                          "copying them to DIR.publish-backup-<time> next to DIR")
     d = sub.add_parser("demo", help="release, make sample submissions, grade them and show the result")
     d.add_argument("--out", type=Path, default=Path("demo_output"), help="folder for everything (default demo_output)")
     d.add_argument("--jobs", type=_positive, default=2)
@@ -87,10 +98,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     if args.command == "publish":
-        from autograder.publish import publish
+        from autograder.publish import PublishError, publish
 
-        files = publish(args.dir)
-        print(f"wrote {len(files)} files to {args.dir}: push them to the public course repository")
+        try:
+            result = publish(args.dir, args.notebooks, overwrite=args.overwrite)
+        except PublishError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(result.report())
         return 0
     if args.command == "demo":
         from autograder.demo import demo

@@ -15,7 +15,7 @@ from vaekit.checks import (
     check_gradient_flow,
     check_shape,
 )
-from vaekit.coursework import export_parts, import_parts, workdir
+from vaekit.coursework import WorkdirError, export_parts, import_parts, workdir
 from vaekit.data import DataNotFoundError, DataSplits, load_mnist
 from vaekit.env import in_colab, pick_device, seed_everything, setup
 from vaekit.plots import (
@@ -36,7 +36,7 @@ __all__ = [
     "Budget", "is_fast", "run_budget",
     "CheckpointError", "load_checkpoint", "save_checkpoint",
     "SelfCheckError", "check_dtype", "check_finite", "check_gradient_flow", "check_shape",
-    "export_parts", "import_parts", "workdir",
+    "WorkdirError", "export_parts", "import_parts", "workdir",
     "DataNotFoundError", "DataSplits", "load_mnist",
     "in_colab", "pick_device", "seed_everything", "setup",
     "plot_beta_sweep", "plot_interpolations", "plot_latent_scatter", "plot_manifold",

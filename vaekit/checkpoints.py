@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaekit.coursework import workdir
+from vaekit.coursework import WorkdirError, workdir
 
 
 class CheckpointError(RuntimeError):
@@ -47,10 +47,17 @@ def load_checkpoint(
 ) -> dict | None:
     """Load weights saved by `save_checkpoint` into `model`; return their metadata.
 
-    With `missing_ok=True` a missing file returns None (train instead);
+    With `missing_ok=True` a missing file returns None (train instead), and so does a
+    course work folder that is unavailable (Google Drive not mounted), with a message;
     otherwise it raises `CheckpointError` saying which notebook makes it.
     """
-    path = _resolve(path)
+    try:
+        path = _resolve(path)
+    except WorkdirError as exc:
+        if not missing_ok:
+            raise
+        print(f"cannot look for the saved weights {path}: {exc}\nGoing on without them.")
+        return None
     if not path.exists():
         if missing_ok:
             return None

@@ -34,8 +34,27 @@ import vaekit
 '''
 
 
+class WorkdirError(RuntimeError):
+    """The course work folder is unavailable (in Colab: Google Drive could not be mounted)."""
+
+
+def _drive_failed(reason: str) -> WorkdirError:
+    return WorkdirError(
+        f"Google Drive could not be mounted ({reason}). The course keeps your code and weights in "
+        f"your Drive (MyDrive/vaekit_work), because each Colab notebook runs on its own machine and "
+        f"only Drive is shared between them. Run this cell again and allow access to your Google Drive "
+        f"(sign in with the account you use for the course), or set VAEKIT_WORKDIR to use another "
+        f"folder: `import os; os.environ['VAEKIT_WORKDIR'] = '/content/vaekit_work'` (that folder is "
+        f"deleted when the Colab runtime ends: notebooks 3 and 4 then cannot load what 1 and 2 saved)."
+    )
+
+
 def workdir() -> Path:
-    """The course work folder (created if needed); see the module docstring."""
+    """The course work folder (created if needed); see the module docstring.
+
+    In Colab this mounts Google Drive; a refused or failing mount raises WorkdirError
+    saying how to retry, or how to choose another folder with VAEKIT_WORKDIR.
+    """
     env = os.environ.get("VAEKIT_WORKDIR")
     if env:
         path = Path(env)
@@ -45,7 +64,12 @@ def workdir() -> Path:
             from google.colab import drive as colab_drive  # type: ignore[import-not-found]
 
             print("Mounting Google Drive so that later notebooks can find your code and weights…")
-            colab_drive.mount(str(drive))
+            try:
+                colab_drive.mount(str(drive))
+            except Exception as exc:  # Colab raises a bare ValueError("mount failed"), or a timeout
+                raise _drive_failed(f"{type(exc).__name__}: {exc}") from exc
+            if not (drive / "MyDrive").exists():
+                raise _drive_failed(f"{drive} has no MyDrive folder after mounting")
         path = drive / "MyDrive" / "vaekit_work"
     else:
         path = Path.cwd() / "vaekit_work"
