@@ -134,6 +134,7 @@ class Harness:
         except wire.WireError:
             raise
         except BaseException as exc:  # the student's code failed: say which builtin type, nothing more
+            traceback.print_exc(limit=8)  # to the sandbox's log (the instructor's eyes only)
             if isinstance(exc, SystemExit):
                 kind = "SystemExit"
             else:
@@ -285,7 +286,7 @@ class _Attach(torch.autograd.Function):
     """Connects outputs computed by the judge to this kernel's autograd graph."""
 
     @staticmethod
-    def forward(ctx, link, *inputs):
+    def forward(ctx, link, anchor, *inputs):
         ctx.link = link
         return tuple(t.clone() for t in link["outs"])
 
@@ -296,7 +297,7 @@ class _Attach(torch.autograd.Function):
         reply, blobs = link["harness"].ask({"op": "lent_backward", "call": link["call"], "grads": enc.header},
                                            enc.blobs)
         got = wire.decode(reply.get("value", []), blobs)
-        return (None, *[g if isinstance(g, torch.Tensor) else None for g in got])
+        return (None, None, *[g if isinstance(g, torch.Tensor) else None for g in got])
 
 
 def _call_judge(harness: Harness, lent_id: int, method: str, args, kwargs, params=(), training=None):

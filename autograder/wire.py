@@ -98,7 +98,7 @@ def encode(value: Any, objects: Callable[[Any], dict] | None = None, blobs: list
             t = t.cpu().contiguous()
             if t.dtype not in NAMES:
                 raise WireError(f"tensors of dtype {t.dtype} cannot be sent")
-            blobs.append(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            blobs.append(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
             if tensors is not None:
                 tensors.append(v)
             return {"$t": len(blobs) - 1, "dtype": NAMES[t.dtype], "shape": list(t.shape),

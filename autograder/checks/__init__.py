@@ -36,6 +36,22 @@ def swapped(namespace: dict | None, **replacements):
                 namespace[k] = v
 
 
+def layer_kinds(model) -> list[tuple[str, object]]:
+    """(kind, stride) of every layer of a model: kind is the torch.nn class it is (or derives from).
+
+    Works on a real module and on the judge's stand-in for a student's model, whose layers
+    arrive as descriptions (judge.ModuleInfo), never as objects of the student's.
+    """
+    out = []
+    for m in model.modules():
+        kind = getattr(m, "kind", None)
+        if kind is None:
+            kind = next((c.__name__ for c in type(m).__mro__ if c.__module__.startswith("torch.nn.modules")), "Module")
+        stride = getattr(m, "stride", None)
+        out.append((kind, tuple(stride) if isinstance(stride, (list, tuple)) else stride))
+    return out
+
+
 def close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
     """True when a and b agree (shapes and values); never raises."""
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from autograder.checks import Recorder, close, require, swapped, toy_images
+from autograder.checks import Recorder, close, layer_kinds, require, swapped, toy_images
 from autograder.checks import reference as ref
 
 
@@ -26,10 +26,10 @@ def check_encoder(Autoencoder) -> None:
                     f"encode of a batch of {batch} with latent_dim={latent_dim} should give shape "
                     f"({batch}, {latent_dim}); got {getattr(code, 'shape', type(code))}: flatten the conv "
                     f"features and map them to latent_dim with a Linear layer")
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    require(any(max(m.stride) >= 2 for m in convs),
+    layers = layer_kinds(model)
+    require(any(kind == "Conv2d" and stride and max(stride) >= 2 for kind, stride in layers),
             "the encoder should downsample with strided convolutions (nn.Conv2d(..., stride=2))")
-    pools = [m for m in model.modules() if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d))]
+    pools = [kind for kind, _ in layers if kind in ("MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d")]
     require(not pools, "downsample with strided convolutions instead of pooling layers")
 
 
@@ -39,7 +39,7 @@ def check_decoder(Autoencoder) -> None:
     out = model.decode(3 * torch.randn(6, 64))
     require(isinstance(out, torch.Tensor) and tuple(out.shape) == (6, 1, 28, 28),
             f"decode of 6 codes should give shape (6, 1, 28, 28); got {getattr(out, 'shape', type(out))}")
-    require(any(isinstance(m, nn.ConvTranspose2d) for m in model.modules()),
+    require(any(kind == "ConvTranspose2d" for kind, _ in layer_kinds(model)),
             "the decoder should upsample with transposed convolutions (nn.ConvTranspose2d) mirroring the encoder")
     require(bool((out < 0).any() or (out > 1).any()),
             "decode should return logits (no sigmoid at the end): the loss applies the sigmoid itself, "
