@@ -371,3 +371,126 @@ def test_messages_never_contain_reference_numbers():
         with pytest.raises(AssertionError) as info:
             check(fn)
         assert not re.search(r"\d+\.\d{2,}", str(info.value)), str(info.value)
+
+
+# --- round 2: correct alternatives and bugs seen in public VAE code -------------------
+
+def inplace_reparameterize(mu, logvar):
+    # the early pytorch/examples vae/main.py idiom, still common in public repositories
+    # (found with `logvar.mul(0.5).exp_()`): in-place ops on fresh tensors, noise from Tensor.normal_
+    std = logvar.mul(0.5).exp_()
+    eps = std.new(std.size()).normal_()
+    return eps.mul(std).add_(mu)
+
+
+def numpy_noise_reparameterize(mu, logvar):
+    # correct, with ε from NumPy: a check that calls it twice must seed NumPy too
+    import numpy as np
+
+    eps = torch.from_numpy(np.random.standard_normal(tuple(mu.shape))).to(mu.dtype)
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+@pytest.mark.parametrize("fn", [inplace_reparameterize, numpy_noise_reparameterize])
+def test_public_and_numpy_reparameterize_pass(fn):
+    vae.check_reparameterize_gradients(fn)
+    vae.check_reparameterize_statistics(fn)
+
+
+def kl_with_sigma(mu, logvar):
+    # the textbook form with σ (e.g. many tutorials): ½ Σ (μ² + σ² − log σ² − 1)
+    sigma = torch.exp(0.5 * logvar)
+    return 0.5 * torch.sum(mu**2 + sigma**2 - torch.log(sigma**2) - 1, dim=1)
+
+
+def test_kl_written_with_sigma_passes():
+    vae.check_kl_values(kl_with_sigma)
+    vae.check_kl_gradients(kl_with_sigma)
+
+
+def keras_style_loss(x, logits, mu, logvar, beta=1.0):
+    # keras-team/keras examples/variational_autoencoder.py (and its many copies):
+    # `original_dim * binary_crossentropy(x, x_decoded_mean)` (a mean over pixels times 784), then a batch mean
+    recon = 28 * 28 * F.binary_cross_entropy_with_logits(logits, x)
+    kl = torch.mean(-0.5 * torch.sum(1 + logvar - mu**2 - logvar.exp(), dim=1))
+    return recon + beta * kl, recon, kl
+
+
+def test_keras_style_vae_loss_passes():
+    vae.check_vae_loss(keras_style_loss, {})
+
+
+def keras_kl_mean_over_latent(mu, logvar):
+    # a public Keras copy with `K.mean(..., axis=-1)  # average by latent_dim axis` in its KL
+    return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp(), dim=-1)
+
+
+def test_public_kl_mean_over_latent_is_caught():
+    with pytest.raises(AssertionError, match="summed over the latent"):
+        vae.check_kl_values(keras_kl_mean_over_latent)
+
+
+def _vae_variant(sol, kind):
+    base = sol["02_vae"].VAE
+
+    class Variant(base):
+        def encode(self, x):
+            mu, logvar = super().encode(x)
+            return (mu, F.softplus(logvar)) if kind == "softplus_logvar" else (mu, logvar)
+
+        def decode(self, z):
+            # a final nn.Sigmoid() in the decoder, as in most public PyTorch VAEs (they use F.binary_cross_entropy)
+            out = super().decode(z)
+            return torch.sigmoid(out) if kind == "sigmoid_decoder" else out
+
+    return Variant
+
+
+@pytest.mark.parametrize("kind, words", [("sigmoid_decoder", "no sigmoid at the end"),
+                                         ("softplus_logvar", "logvar is never negative")])
+def test_vae_model_bugs_are_caught(sol, kind, words):
+    with pytest.raises(AssertionError, match=words):
+        vae.check_vae_model(_vae_variant(sol, kind), namespace(sol["02_vae"]))
+
+
+def test_vae_model_variant_without_a_bug_passes(sol):
+    vae.check_vae_model(_vae_variant(sol, "none"), namespace(sol["02_vae"]))
+
+
+def active_units_by_std(mu, threshold=0.01):
+    # the standard deviation compared with a threshold meant for the variance
+    return int((mu.std(dim=0) > threshold).sum())
+
+
+def active_units_biased_variance(mu, threshold=0.01):
+    # correct: the biased variance is a mathematically equivalent reduction at this size
+    return int((mu.var(dim=0, unbiased=False) > threshold).sum().item())
+
+
+def test_active_units_std_is_caught_and_biased_variance_passes():
+    with pytest.raises(AssertionError, match="varies across"):
+        beta.check_count_active_units(active_units_by_std)
+    beta.check_count_active_units(active_units_biased_variance)
+
+
+def interpolate_plus(z_start, z_end, num_steps):
+    # the mistake a student made: right when z_start = 0, which the old visible check used
+    t = torch.linspace(0, 1, num_steps, dtype=z_start.dtype).unsqueeze(1)
+    return z_start + t * z_end
+
+
+def test_interpolate_z_start_plus_t_z_end_is_caught():
+    with pytest.raises(AssertionError, match="end exactly at z_end"):
+        interp.check_interpolate(interpolate_plus)
+
+
+def latent_code_numpy_free(model, x):
+    # correct: eval mode and mu, written with a tuple check on the class of the model's output
+    model.eval()
+    with torch.no_grad():
+        out = model.encode(x)
+    return out[0] if type(out) is tuple else out
+
+
+def test_latent_code_alternative_passes():
+    interp.check_latent_code(latent_code_numpy_free)

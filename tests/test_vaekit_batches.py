@@ -119,6 +119,36 @@ def test_seed_none_is_not_fixed():
     assert a != b  # two random permutations of 103 items: equal with probability 1/103!
 
 
+def test_recreated_each_epoch_with_the_default_seed_gives_a_new_order():
+    """The natural loop `for epoch ...: for x in batches(train_x)` must not repeat the first epoch's order."""
+    torch.manual_seed(0)
+    orders = [indices(batches(torch.arange(N), batch_size=BS)) for _ in range(3)]
+    assert orders[0] != orders[1] and orders[1] != orders[2] and orders[0] != orders[2]
+
+
+def test_default_seed_follows_the_global_seed():
+    """A run seeded with torch.manual_seed (vaekit.setup) is reproducible with the default seed."""
+    def run():
+        torch.manual_seed(5)
+        return [indices(batches(torch.arange(N), batch_size=BS)) for _ in range(2)]
+    assert run() == run()
+
+
+def test_unshuffled_batches_leave_the_global_generator_alone():
+    torch.manual_seed(0)
+    list(batches(torch.arange(N), batch_size=BS, shuffle=False))
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))
+
+
+def test_explicit_seed_recreated_each_epoch_repeats_its_order():
+    """An int seed stays reproducible whatever the global generator did in between."""
+    a = indices(batches(torch.arange(N), batch_size=BS, seed=3))
+    torch.rand(7)
+    assert indices(batches(torch.arange(N), batch_size=BS, seed=3)) == a
+
+
 def test_is_reiterable_and_independent_of_the_global_seed():
     torch.manual_seed(0)
     a = _two_epochs(11)

@@ -28,8 +28,14 @@ class Batches:
     """Re-iterable minibatches over tensors that share their first dimension.
 
     Each `for` loop over it is one epoch; with `shuffle=True` every epoch draws a
-    new permutation from a generator seeded once, so a run is reproducible.
-    Yields one tensor if one was given, else a tuple.
+    new permutation from a generator seeded once. Yields one tensor if one was
+    given, else a tuple.
+
+    seed: None (the default) takes the seed from torch's global generator, so that
+    every call gives a new order (re-creating the batches inside the epoch loop
+    shuffles each epoch differently) and a run seeded with `vaekit.setup(seed=...)`
+    or `torch.manual_seed` is still reproducible. An int fixes the sequence of
+    orders whatever the global seed.
     """
 
     def __init__(
@@ -37,7 +43,7 @@ class Batches:
         *tensors: torch.Tensor,
         batch_size: int = 128,
         shuffle: bool = True,
-        seed: int | None = 0,
+        seed: int | None = None,
         device: torch.device | str | None = None,
         drop_last: bool = False,
         dynamic_binarize: bool = False,
@@ -61,10 +67,10 @@ class Batches:
         self.drop_last = drop_last
         self.dynamic_binarize = dynamic_binarize
         self.generator = torch.Generator()
-        if seed is None:
-            self.generator.seed()
-        else:
-            self.generator.manual_seed(seed)
+        if seed is None and (shuffle or dynamic_binarize):
+            # drawn only when needed: unshuffled batches leave the global random stream alone
+            seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        self.generator.manual_seed(0 if seed is None else seed)
 
     def __len__(self) -> int:
         n = len(self.tensors[0])

@@ -43,7 +43,9 @@ def check_finite(tensor: torch.Tensor, name: str = "tensor") -> None:
     if bad.any():
         raise SelfCheckError(
             f"{name} has {int(bad.sum())} NaN/inf value(s) out of {tensor.numel()}: look for exp() of large "
-            f"numbers, log(0), or a division by zero; a learning rate that is too high can also cause this"
+            f"numbers (overflow), log() of a number that underflowed to 0 (exp() of a very negative one: stay in "
+            f"log space, e.g. torch.logsumexp), or a division by zero; after training, also a learning rate "
+            f"that is too high"
         )
 
 

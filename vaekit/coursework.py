@@ -13,10 +13,12 @@ them), else `./vaekit_work` next to the notebook.
 from __future__ import annotations
 
 import ast
+import builtins
 import importlib.util
 import inspect
 import linecache
 import os
+import symtable
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -106,14 +108,51 @@ def _definition_source(obj) -> str:
     raise ValueError(f"{obj.__name__} is not defined at the top level of a cell; define it there to export it")
 
 
+def _module_names(text: str) -> set[str]:
+    """Names bound at the top level of a module's source (imports, assignments, defs)."""
+    names = set()
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+def _unbound_globals(text: str) -> dict[str, list[str]]:
+    """For each top-level definition in `text`, the global names it reads that the module never binds.
+
+    These fail only when the code runs (a method using a notebook constant raises NameError
+    when the class is instantiated), so importing the module cannot find them.
+    """
+    known = _module_names(text) | set(dir(builtins))
+    out: dict[str, list[str]] = {}
+    for top in symtable.symtable(text, "<parts>", "exec").get_children():
+        missing, stack = set(), [top]
+        while stack:
+            table = stack.pop()
+            stack.extend(table.get_children())
+            for sym in table.get_symbols():
+                if sym.is_referenced() and sym.is_global() and sym.get_name() not in known:
+                    missing.add(sym.get_name())
+        if missing:
+            out.setdefault(top.get_name(), []).extend(sorted(missing))
+    return out
+
+
 def export_parts(name: str, objects: list, constants: dict | None = None) -> Path:
     """Write the given classes/functions (and constants) to `<workdir>/<name>.py`.
 
     Example, at the end of 02_vae.ipynb:
     `export_parts("02_vae", [VAE, reparameterize, kl_divergence, vae_loss, train_vae],
     constants={"LATENT_DIM": LATENT_DIM})`.
-    The module is imported once right away, so a definition that cannot stand on
-    its own is reported here and not in a later notebook.
+    A definition that cannot stand on its own is reported here, naming the notebook
+    and the definition to fix, and nothing is saved: one that reads a name the saved
+    module does not define (a notebook constant used inside a method, a function not
+    in the list), found without running it, or one whose module does not import.
     """
     chunks = [HEADER.format(source=name + ".ipynb")]
     for key, value in (constants or {}).items():
@@ -128,6 +167,16 @@ def export_parts(name: str, objects: list, constants: dict | None = None) -> Pat
         raise ValueError(
             f"{', '.join(unfinished)} still raise NotImplementedError: finish them (and rerun their cells) "
             f"before saving them for later notebooks. Nothing was saved."
+        )
+    unbound = _unbound_globals("".join(chunks))
+    if unbound:
+        uses = "; ".join(f"{obj} uses {', '.join(names)}" for obj, names in unbound.items())
+        first = next(iter(unbound.values()))[0]
+        raise NameError(
+            f"{uses}: defined elsewhere in {name}.ipynb, so the saved code could not run on its own in a later "
+            f"notebook. Fix it in {name}.ipynb, in the cell that defines {next(iter(unbound))}: use a value "
+            f"or an argument instead, or save the name too (add the function or class to this list, or pass "
+            f"constants={{{first!r}: {first}}}), then run this cell again. Nothing was saved."
         )
     path = workdir() / f"{name}.py"
     partial = path.with_suffix(".py.partial")

@@ -107,3 +107,14 @@ def toy_images(n: int = 256, seed: int = 0) -> torch.Tensor:
     idx = torch.randint(0, 4, (n,), generator=g)
     noise = torch.rand(n, 28, 28, generator=g) * 0.2
     return (protos[idx] * 0.8 + noise).clamp(0, 1).unsqueeze(1)
+
+
+def seed_all(seed: int) -> None:
+    """Seed torch, NumPy and Python's random: correct code may draw its noise from any of them."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -152,8 +152,9 @@ def _estimate(log_likelihood_estimate, model: LinearGaussian, x: torch.Tensor, n
             f"log_likelihood_estimate should return a tensor of estimates, got {type(out).__name__}")
     out = out.detach().double()
     require(bool(torch.isfinite(out).all()),
-            f"the estimate is not finite (inf or nan) {what}: work with log-weights and torch.logsumexp, "
-            f"never with exp() of them")
+            f"the estimate is not finite (inf or nan) {what}: exp() of a log-weight overflows when it is large "
+            f"and underflows to 0 when it is very negative (its log is then -inf); work with the log-weights "
+            f"and torch.logsumexp over the samples, never with exp() of them")
     return out
 
 

@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from autograder.checks import Recorder, close, require, sigma_tolerance, swapped, toy_images
+from autograder.checks import Recorder, close, require, seed_all, sigma_tolerance, swapped, toy_images
 from autograder.checks import reference as ref
 
 # one column per σ, chosen so that σ, σ², logvar and exp(logvar) all differ
@@ -24,8 +24,8 @@ def check_reparameterize_gradients(reparameterize) -> None:
     require(gm is not None and gl is not None and torch.any(gl != 0),
             "no gradient reaches logvar (or mu) through z: the noise must enter as z = mu + σ·ε")
 
-    def seeded(m, lv):
-        torch.manual_seed(1)
+    def seeded(m, lv):  # the same ε on every call, wherever the student draws it from
+        seed_all(1)
         return reparameterize(m, lv)
 
     m64 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
@@ -126,8 +126,20 @@ def check_vae_model(VAE, namespace=None) -> None:
         require(tuple(mu.shape) == (5, 8) and tuple(logvar.shape) == (5, 8),
                 f"mu and logvar should have shape (5, 8) for latent_dim=8; got {tuple(mu.shape)}, {tuple(logvar.shape)}")
         require(not close(mu, logvar), "mu and logvar are identical: give them separate output layers")
-        logits = model.decode(torch.randn(5, 8))
+        require(bool((logvar < 0).any()),
+                "logvar is never negative: the logvar head must have no activation (no ReLU, softplus or exp), "
+                "since log σ² < 0 whenever σ < 1")
+        model.eval()
+        mu2, logvar2 = model.encode(x)
+        require(close(mu, mu2) and close(logvar, logvar2),
+                "encode gives different (mu, logvar) for the same images in evaluation mode: encode should "
+                "compute the distribution's parameters only; sample z in forward")
+        model.train()
+        logits = model.decode(3 * torch.randn(5, 8))
         require(tuple(logits.shape) == (5, 1, 28, 28), f"decode should give (5, 1, 28, 28) logits; got {tuple(logits.shape)}")
+        require(bool((logits < 0).any() or (logits > 1).any()),
+                "decode should return logits (no sigmoid at the end): the loss takes logits, and you apply "
+                "torch.sigmoid only when you want images")
         out = model(x)
         require(isinstance(out, tuple) and len(out) == 3, "forward should return (logits, mu, logvar)")
         model.train()
