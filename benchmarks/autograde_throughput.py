@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 import nbformat  # noqa: E402
 
 from autograder import samples  # noqa: E402
-from autograder.config import SOLUTIONS, load_course  # noqa: E402
+from autograder.config import load_course  # noqa: E402
 from autograder.parts import build_parts  # noqa: E402
 from autograder.release import generate, prepare_course, tool_env  # noqa: E402
 

@@ -45,19 +45,15 @@ except ImportError:  # older torchvision
     def image_fromarray(obj, mode):
         return Image.fromarray(obj, mode=mode)
 
+from bench_data import DATASETS, data_root, load_splits
+
 import vaekit
 
-REPO = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 28
 IMAGE_DIM = IMAGE_SIZE * IMAGE_SIZE
 HIDDEN_DIM = 400
 LATENT_DIM = 20
 BATCH_SIZE = 128
-
-
-def data_root() -> Path:
-    """$VAEKIT_DATA, else ../shared/data beside the repository (the offline copy CI uses)."""
-    return Path(os.environ["VAEKIT_DATA"]) if os.environ.get("VAEKIT_DATA") else REPO.parent / "shared" / "data"
 
 
 # ---------------------------------------------------------------------------------
@@ -210,7 +206,7 @@ def profile_epoch(label: str, fn: Callable[[], object], lines: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+    parser.add_argument("--dataset", choices=DATASETS, default="mnist")
     parser.add_argument("--device", default="cpu", help="cpu or cuda; on cuda (b) and (c) keep the data on the GPU")
     parser.add_argument("--repeats", type=int, default=5, help="timed epochs per method (median reported)")
     parser.add_argument("--root", type=Path, default=None, help="data folder (default: $VAEKIT_DATA or ../shared/data)")
@@ -229,7 +225,7 @@ def main() -> None:
     device = torch.device(args.device)
 
     root = args.root or data_root()
-    splits = vaekit.load_mnist(root, dataset=args.dataset, download=args.download, verbose=False)
+    splits = load_splits(args.dataset, root, download=args.download)
     if args.dataset == "mnist" and len(splits.train_x) + len(splits.val_x) == 10_000:
         # all of the 10,000 test images: the benchmark measures speed, nothing is held out
         x, y = torch.cat([splits.train_x, splits.val_x]), torch.cat([splits.train_y, splits.val_y])

@@ -27,11 +27,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_data import DATASETS, data_root, load_splits
+from data_pipeline import BATCH_SIZE, LATENT_DIM, ExamplesVAE, negative_elbo
 from torch import nn
 from torch.distributions import Normal
 
 import vaekit
-from data_pipeline import BATCH_SIZE, LATENT_DIM, ExamplesVAE, data_root, negative_elbo
 
 # ---------------------------------------------------------------------------------
 # THE KIT'S VAE: the model of solutions/02_vae.ipynb.
@@ -181,7 +182,7 @@ def importance_sampled(model: nn.Module, x: torch.Tensor, K: int, seed: int) -> 
 
 
 def evaluate_dataset(dataset: str, root: Path, args: argparse.Namespace) -> dict:
-    splits = vaekit.load_mnist(root, dataset=dataset, download=args.download, device=args.device, verbose=False)
+    splits = load_splits(dataset, root, download=args.download, device=args.device)
     train_x, test_x = splits.train_x, splits.val_x
     num_epochs = args.epochs[dataset]
     subset = torch.randperm(len(test_x), generator=torch.Generator().manual_seed(args.seed))[: args.is_images]
@@ -229,7 +230,7 @@ def print_table(dataset: str, block: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", nargs="+", choices=["fashion-mnist", "mnist"], default=["fashion-mnist", "mnist"])
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=["fashion-mnist", "mnist"])
     parser.add_argument(
         "--epochs",
         nargs="+",

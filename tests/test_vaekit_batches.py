@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from vaekit import Batches, batches, binarize
+from vaekit import batches, binarize
 
 N = 103  # not a multiple of the batch size, so that the last batch is partial
 BS = 10
@@ -165,12 +165,6 @@ def test_batch_size_below_one_is_refused():
 def test_no_tensors_is_refused():
     with pytest.raises(ValueError, match="at least one tensor"):
         batches()
-
-
-def test_batches_is_a_thin_wrapper_of_Batches():
-    loader = batches(torch.arange(N), batch_size=7, shuffle=False, drop_last=True)
-    assert isinstance(loader, Batches)
-    assert (loader.batch_size, loader.shuffle, loader.drop_last) == (7, False, True)
 
 
 # ---- devices ----------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""What vaekit must not contain: the autograder, or anything a student is graded on."""
+"""What vaekit is: the public API the README lists, a version, and nothing the autograder or a student's graded code holds."""
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,34 @@ def test_vaekit_namespace_has_nothing_that_is_graded():
     for path in SOURCES:
         module = importlib.import_module("vaekit" if path.stem == "__init__" else f"vaekit.{path.stem}")
         assert GRADED_NAMES.isdisjoint(vars(module)), f"{module.__name__} exposes {GRADED_NAMES & set(vars(module))}"
+
+
+def readme_api() -> set[str]:
+    """The function names in the first column of README.md's "vaekit" table."""
+    readme = (VAEKIT_DIR.parent / "README.md").read_text()
+    section = readme.split("\n## vaekit\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`([a-z_]+)", row)}
+
+
+def test_the_public_api_is_what_the_readme_lists():
+    assert sorted(vaekit.__all__) == sorted(readme_api())
+    assert len(set(vaekit.__all__)) == len(vaekit.__all__)
+    public = {name for name in vars(vaekit) if not name.startswith("_")}
+    # submodules are attributes of the package too; `batches` is both and must be the function
+    modules = {p.stem for p in SOURCES}
+    assert public - modules == set(vaekit.__all__) - modules
+    assert callable(vaekit.batches) and vaekit.batches.__module__ == "vaekit.batches"
+
+
+def test_version_comes_from_the_installed_metadata():
+    assert vaekit.__version__ == importlib.metadata.version("vaekit")
+
+
+def test_version_of_a_source_checkout_comes_from_pyproject(monkeypatch):
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(vaekit, "_metadata_version", not_installed)
+    pyproject = (VAEKIT_DIR.parent / "pyproject.toml").read_text()
+    assert vaekit._version() == re.search(r'^version = "(.+)"', pyproject, re.M).group(1)

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from vaekit import CheckpointError, load_checkpoint, save_checkpoint
+from vaekit import load_checkpoint, save_checkpoint
+from vaekit.checkpoints import CheckpointError
 
 
 class TinyAE(nn.Module):

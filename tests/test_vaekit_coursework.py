@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import vaekit
 from vaekit import export_parts, import_parts, workdir
 
 _counter = itertools.count(1)

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 
-def is_fast() -> bool:
+def _is_fast() -> bool:
     """True when notebooks should shrink their training (fast mode or grading)."""
     fast = os.environ.get("VAEKIT_FAST", "").strip().lower() not in ("", "0", "false", "no")
     return fast or bool(os.environ.get("NBGRADER_EXECUTION"))
@@ -47,7 +47,7 @@ def run_budget(
     """
     if num_epochs < 1:
         raise ValueError(f"num_epochs must be at least 1, got {num_epochs}")
-    fast = is_fast()
+    fast = _is_fast()
     if fast:
         budget = Budget(min(fast_epochs, num_epochs), fast_train if num_train is None else min(fast_train, num_train), True)
     else:

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from vaekit.env import in_colab
+from vaekit.env import _in_colab
 
 HEADER = '''"""Code exported by vaekit.export_parts from {source}. Edit the notebook, not this file."""
 import math
@@ -39,7 +39,7 @@ def workdir() -> Path:
     env = os.environ.get("VAEKIT_WORKDIR")
     if env:
         path = Path(env)
-    elif in_colab():
+    elif _in_colab():
         drive = Path("/content/drive")
         if not (drive / "MyDrive").exists():
             from google.colab import drive as colab_drive  # type: ignore[import-not-found]
