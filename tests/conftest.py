@@ -1,4 +1,5 @@
 """Shared fixtures: where the offline MNIST copy lives, and an independent reader of its files."""
+
 from __future__ import annotations
 
 import gzip

@@ -1,4 +1,5 @@
 """The public student repository holds the release and vaekit, and nothing secret."""
+
 from autograder.publish import publish
 
 
@@ -26,7 +27,8 @@ def test_publish_command(tmp_path):
 
     from autograder.config import REPO
 
-    proc = subprocess.run([sys.executable, "-m", "autograder", "publish", str(tmp_path / "pub")],
-                          cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "autograder", "publish", str(tmp_path / "pub")], cwd=REPO, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "pub" / "assignments" / "01_autoencoder.ipynb").exists()

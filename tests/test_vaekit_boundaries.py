@@ -1,4 +1,5 @@
-"""What vaekit is: the public API the README lists, a version, and nothing the autograder or a student's graded code holds."""
+"""What vaekit is: the API the README lists and a version; what it must not hold: the autograder, graded code."""
+
 from __future__ import annotations
 
 import ast
@@ -50,18 +51,31 @@ def graded_definitions(source: str) -> list[str]:
 
 def test_all_vaekit_modules_are_scanned():
     names = {p.stem for p in SOURCES}
-    assert {"__init__", "data", "batches", "budget", "checks", "checkpoints", "coursework", "env", "plots",
-            "progress"} <= names
+    assert {
+        "__init__",
+        "data",
+        "batches",
+        "budget",
+        "checks",
+        "checkpoints",
+        "coursework",
+        "env",
+        "plots",
+        "progress",
+    } <= names
 
 
-@pytest.mark.parametrize("snippet", [
-    "import autograder",
-    "import autograder.checks as c",
-    "from autograder.checks.vae import reference",
-    "def f():\n    from autograder import config\n",
-    "import importlib\nimportlib.import_module('autograder.checks')",
-    "__import__('autograder')",
-])
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        "import autograder",
+        "import autograder.checks as c",
+        "from autograder.checks.vae import reference",
+        "def f():\n    from autograder import config\n",
+        "import importlib\nimportlib.import_module('autograder.checks')",
+        "__import__('autograder')",
+    ],
+)
 def test_the_import_detector_sees_autograder(snippet):
     assert autograder_imports(snippet)
 
@@ -79,14 +93,17 @@ def test_vaekit_never_imports_the_autograder(path):
         assert not code.startswith(("import autograder", "from autograder")), f"{path.name}:{number}: {line}"
 
 
-@pytest.mark.parametrize("snippet, name", [
-    ("def reparameterize(mu, logvar):\n    pass", "reparameterize"),
-    ("class VAE:\n    pass", "VAE"),
-    ("class Box:\n    def kl_divergence(self):\n        pass", "kl_divergence"),
-    ("vae_loss = lambda *a: 0", "vae_loss"),
-    ("from torch.nn.functional import interpolate", "interpolate"),
-    ("Autoencoder: type = object", "Autoencoder"),
-])
+@pytest.mark.parametrize(
+    "snippet, name",
+    [
+        ("def reparameterize(mu, logvar):\n    pass", "reparameterize"),
+        ("class VAE:\n    pass", "VAE"),
+        ("class Box:\n    def kl_divergence(self):\n        pass", "kl_divergence"),
+        ("vae_loss = lambda *a: 0", "vae_loss"),
+        ("from torch.nn.functional import interpolate", "interpolate"),
+        ("Autoencoder: type = object", "Autoencoder"),
+    ],
+)
 def test_the_definition_detector_sees_graded_names(snippet, name):
     assert graded_definitions(snippet) == [name]
 

@@ -1,4 +1,5 @@
 """vaekit.data against the offline MNIST test split, with the network blocked."""
+
 from __future__ import annotations
 
 import gzip
@@ -100,9 +101,9 @@ def test_loads_the_offline_copy_from_its_own_folder(mnist_root: Path, oracle):
     data = load_mnist(mnist_root, download=False, verbose=False)
     for x in (data.train_x, data.val_x):
         assert x.dtype == torch.float32 and x.shape[1:] == (1, 28, 28)
-        assert 0.0 <= x.min().item() and x.max().item() <= 1.0
+        assert x.min().item() >= 0.0 and x.max().item() <= 1.0
     for y in (data.train_y, data.val_y):
-        assert y.dtype == torch.int64 and 0 <= y.min().item() and y.max().item() <= 9
+        assert y.dtype == torch.int64 and y.min().item() >= 0 and y.max().item() <= 9
     # the last 2,000 test images are held out either way: the validation part of
     # the test-only split, or the tail of the official test split
     torch.testing.assert_close(data.val_x[-2000:, 0], torch.from_numpy(oracle[0][-2000:]).float() / 255)
@@ -327,7 +328,7 @@ def test_second_load_comes_from_the_cache(t10k_dir: Path, tmp_path: Path, own_ca
     assert len(list(own_cache.glob("*.pt"))) == 2, "one cache file per data file"
     second = load_mnist(root, download=False, verbose=False)
     assert len(decoded) == 2, "the second load decoded the files again instead of using the cache"
-    for a, b in zip(vars(first).values(), vars(second).values()):
+    for a, b in zip(vars(first).values(), vars(second).values(), strict=True):
         assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
     torch.testing.assert_close(second.val_x[:, 0], torch.from_numpy(oracle[0][-2000:]).float() / 255)
 

@@ -1,4 +1,5 @@
 """vaekit.env (seeding, device), vaekit.budget (run size) and vaekit.progress."""
+
 from __future__ import annotations
 
 import random
@@ -45,7 +46,7 @@ def test_setup_different_seed_different_numbers(monkeypatch):
     a = draws()
     vaekit.setup(seed=2, verbose=False)
     b = draws()
-    assert all(x != y for x, y in zip(a, b)), "each of torch, numpy and random must be reseeded"
+    assert all(x != y for x, y in zip(a, b, strict=True)), "each of torch, numpy and random must be reseeded"
 
 
 def test_setup_sets_deterministic_cudnn(monkeypatch):

@@ -4,9 +4,10 @@ Each check raises `SelfCheckError` with a message that says what is wrong and
 what to look at. They check shapes, finiteness and whether gradients
 flow; they never know, or reveal, what the right values are.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -21,7 +22,7 @@ def check_shape(tensor: torch.Tensor, expected: Sequence[int | None], name: str 
         raise SelfCheckError(f"{name} should be a torch.Tensor, got {type(tensor).__name__}")
     shape = tuple(tensor.shape)
     want = tuple(expected)
-    ok = len(shape) == len(want) and all(w is None or w == s for s, w in zip(shape, want))
+    ok = len(shape) == len(want) and all(w is None or w == s for s, w in zip(shape, want, strict=True))
     if not ok:
         pretty = "(" + ", ".join("*" if w is None else str(w) for w in want) + ")"
         msg = f"{name} has shape {shape}, expected {pretty}"
@@ -49,7 +50,7 @@ def check_gradient_flow(
     inputs: `[("mu", mu), ("logvar", logvar)]` with `requires_grad=True`, or a module.
     """
     if isinstance(inputs, torch.nn.Module):
-        named = [(n, p) for n, p in inputs.named_parameters() if p.requires_grad]
+        named: list[tuple[str, torch.Tensor]] = [(n, p) for n, p in inputs.named_parameters() if p.requires_grad]
     else:
         named = list(inputs)
     if not output.requires_grad:
@@ -71,4 +72,3 @@ def check_gradient_flow(
             f"no gradient reaches {', '.join(dead)} from {name}: is it used in the computation, "
             f"and does nothing in between detach it or replace it by a sample?"
         )
-

@@ -10,6 +10,7 @@ The work folder is `$VAEKIT_WORKDIR` if set, else your Google Drive in Colab
 (each Colab notebook runs on its own machine, so only Drive is shared between
 them), else `./vaekit_work` next to the notebook.
 """
+
 from __future__ import annotations
 
 import ast
@@ -20,6 +21,7 @@ import os
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from vaekit.env import _in_colab
 
@@ -53,7 +55,7 @@ def workdir() -> Path:
     return path
 
 
-def _definition_source(obj) -> str:
+def _definition_source(obj: Any) -> str:
     """The source of a top-level class or function, also when defined in a notebook cell.
 
     `inspect.getsource` cannot find classes defined in a notebook on Python < 3.13,
@@ -82,7 +84,7 @@ def _definition_source(obj) -> str:
     raise ValueError(f"{obj.__name__} is not defined at the top level of a cell; define it there to export it")
 
 
-def export_parts(name: str, objects: list, constants: dict | None = None) -> Path:
+def export_parts(name: str, objects: list[Any], constants: dict[str, object] | None = None) -> Path:
     """Write the given classes/functions (and constants) to `<workdir>/<name>.py`.
 
     Example, at the end of 02_vae.ipynb:
@@ -120,6 +122,7 @@ def export_parts(name: str, objects: list, constants: dict | None = None) -> Pat
 def _load(path: Path, name: str) -> ModuleType:
     module_name = "vaekit_parts_" + "".join(c if c.isalnum() else "_" for c in name)
     spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None  # a .py file always has both
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:

@@ -8,6 +8,7 @@ test split is there; then it says so and splits that into train and validation.
 The loader itself works for any data set in MNIST's file format (`_Dataset`);
 benchmarks/bench_data.py uses it for Fashion-MNIST, which students never need.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -209,7 +210,8 @@ def _load(
             if test is None:
                 raise _not_found(root, dataset, exc) from exc
             if verbose:
-                print(f"could not download the {dataset.name} training split ({type(exc).__name__}); using what is on disk")
+                why = type(exc).__name__
+                print(f"could not download the {dataset.name} training split ({why}); using what is on disk")
         else:
             train, test = _load_split(folders, "train"), _load_split(folders, "test")
     if test is None:
@@ -237,9 +239,7 @@ def _load(
             x = _binarize(x, torch.Generator().manual_seed(seed))
         return x.to(device)
 
-    return DataSplits(
-        images(train_x, 0), train_y.long().to(device), images(val_x, 1), val_y.long().to(device), source
-    )
+    return DataSplits(images(train_x, 0), train_y.long().to(device), images(val_x, 1), val_y.long().to(device), source)
 
 
 def _not_found(root: Path, dataset: _Dataset, exc: Exception | None) -> DataNotFoundError:

@@ -1,4 +1,5 @@
 """Seeding, device choice and the one-line environment report of a setup cell."""
+
 from __future__ import annotations
 
 import os
@@ -53,7 +54,9 @@ def setup(seed: int = 0, deterministic: bool = True, verbose: bool = True) -> to
     device = _pick_device()
     if verbose:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
-        print(f"device: {device} ({name}) | torch {torch.__version__} | python {platform.python_version()} | seed {seed}")
+        print(
+            f"device: {device} ({name}) | torch {torch.__version__} | python {platform.python_version()} | seed {seed}"
+        )
         if device.type == "cpu" and _in_colab():
             print(
                 "No GPU in this Colab session. Training will be slow: choose "
