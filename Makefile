@@ -62,5 +62,5 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/autograde_throughput.py
 
 clean:
-	rm -rf demo_output .pytest_cache .nbval_work vaekit_work assignments/vaekit_work solutions/vaekit_work
+	rm -rf demo_output .pytest_cache .mypy_cache .ruff_cache .nbval_work vaekit_work assignments/vaekit_work solutions/vaekit_work
 	find . -name __pycache__ -prune -exec rm -rf {} +

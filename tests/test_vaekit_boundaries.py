@@ -149,4 +149,4 @@ def test_version_of_a_source_checkout_comes_from_pyproject(monkeypatch):
 
     monkeypatch.setattr(vaekit, "_metadata_version", not_installed)
     pyproject = (VAEKIT_DIR.parent / "pyproject.toml").read_text()
-    assert vaekit._version() == re.search(r'^version = "(.+)"', pyproject, re.M).group(1)
+    assert vaekit._version() == re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)
