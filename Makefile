@@ -15,7 +15,7 @@ endif
 export MPLBACKEND := Agg
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install demo test test-fast nbval release benchmarks clean
+.PHONY: install demo test test-fast nbval nbwork lint release benchmarks clean
 
 install: $(STAMP)
 
@@ -34,16 +34,24 @@ demo: $(STAMP)
 NBWORK := $(CURDIR)/.nbval_work
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=600 solutions assignments
 
-test: $(STAMP)
+nbwork: $(STAMP)
 	rm -rf $(NBWORK) && $(PY) -c "import pathlib, autograder.parts as p; p.build_parts(pathlib.Path('$(NBWORK)'))"
+
+# TODO(lead): make `test` depend on `lint` once autograder/ is clean.
+test: nbwork
 	VAEKIT_FAST=1 VAEKIT_WORKDIR=$(NBWORK) PYTHONPATH=$(CURDIR) $(PY) -m pytest -n 2 --dist loadscope tests $(NBVAL)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 -m "not slow" tests
 
-nbval: $(STAMP)
-	rm -rf $(NBWORK) && $(PY) -c "import pathlib, autograder.parts as p; p.build_parts(pathlib.Path('$(NBWORK)'))"
+nbval: nbwork
 	VAEKIT_FAST=1 VAEKIT_WORKDIR=$(NBWORK) PYTHONPATH=$(CURDIR) $(PY) -m pytest -n 2 --dist loadscope $(NBVAL)
+
+# ruff (lint and format, settings in pyproject.toml) over the whole repository; mypy on vaekit.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy vaekit
 
 release: $(STAMP)
 	$(PY) -m autograder release
@@ -54,5 +62,5 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/autograde_throughput.py
 
 clean:
-	rm -rf demo_output .pytest_cache .nbval_work vaekit_work assignments/vaekit_work solutions/vaekit_work
+	rm -rf demo_output .pytest_cache .mypy_cache .ruff_cache .nbval_work vaekit_work assignments/vaekit_work solutions/vaekit_work
 	find . -name __pycache__ -prune -exec rm -rf {} +

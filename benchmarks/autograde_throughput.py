@@ -13,6 +13,7 @@ a class whose only student submitted nothing, and "marginal s/notebook" leaves i
 Usage: python benchmarks/autograde_throughput.py [--students 6] [--notebooks 01_autoencoder 02_vae]
 Prints seconds per notebook for each way and the ratios last.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,7 @@ sys.path.insert(0, str(REPO))
 import nbformat  # noqa: E402
 
 from autograder import samples  # noqa: E402
-from autograder.config import SOLUTIONS, load_course  # noqa: E402
+from autograder.config import load_course  # noqa: E402
 from autograder.parts import build_parts  # noqa: E402
 from autograder.release import generate, prepare_course, tool_env  # noqa: E402
 
@@ -53,6 +54,7 @@ def make_class(release_dir: Path, source_dir: Path, names: list[str], students: 
 
 
 def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> float:
+    """Run `cmd` (failing loudly) and return its wall time in seconds."""
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -61,6 +63,7 @@ def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> float:
 
 
 def main() -> None:
+    """Time the kit's grader (--jobs 1 and 2, cold and warm kernels) and stock nbgrader on one generated class."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--students", type=int, default=6)
     parser.add_argument("--notebooks", nargs="+", default=["01_autoencoder", "02_vae"])
@@ -86,8 +89,19 @@ def main() -> None:
         for jobs in (1, 2):
             for cold in (True, False):
                 name = f"autograder --jobs {jobs}" + (" --cold-kernels" if cold else "")
-                times[name] = run([*grade, str(subs), "--out", str(tmp / f"out{jobs}{cold}"), "--jobs", str(jobs),
-                                   *(["--cold-kernels"] if cold else [])], env, cwd=REPO)
+                times[name] = run(
+                    [
+                        *grade,
+                        str(subs),
+                        "--out",
+                        str(tmp / f"out{jobs}{cold}"),
+                        "--jobs",
+                        str(jobs),
+                        *(["--cold-kernels"] if cold else []),
+                    ],
+                    env,
+                    cwd=REPO,
+                )
 
         # stock nbgrader: the same submissions in submitted/<student>/<assignment>/
         for student in sorted(subs.iterdir()):
@@ -95,20 +109,34 @@ def main() -> None:
         build_parts(tmp / "parts")
         stock_env = dict(env, VAEKIT_WORKDIR=str(tmp / "parts"))
         times["stock nbgrader autograde (serial)"] = run(
-            [sys.executable, "-m", "nbgrader", "autograde", course.assignment, "--force",
-             f"--CourseDirectory.root={root}"], stock_env, cwd=root)
+            [
+                sys.executable,
+                "-m",
+                "nbgrader",
+                "autograde",
+                course.assignment,
+                "--force",
+                f"--CourseDirectory.root={root}",
+            ],
+            stock_env,
+            cwd=root,
+        )
 
     base = times["stock nbgrader autograde (serial)"]
-    print(f"class: {args.students} students x {len(args.notebooks)} notebooks = {n_notebooks} notebooks "
-          f"({', '.join(args.notebooks)}); {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"class: {args.students} students x {len(args.notebooks)} notebooks = {n_notebooks} notebooks "
+        f"({', '.join(args.notebooks)}); {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"fixed cost of an autograder run (release, warm-kernel server), graded alone: {setup:.1f} s")
     print(f"{'way':<38} {'total s':>8} {'s/notebook':>11} {'marginal s/nb':>14} {'vs stock':>9}")
     for name, seconds in times.items():
         marginal = (seconds - (0 if name.startswith("stock") else setup)) / n_notebooks
         print(f"{name:<38} {seconds:>8.1f} {seconds / n_notebooks:>11.2f} {marginal:>14.2f} {seconds / base:>9.2f}")
     j2, j2cold = times["autograder --jobs 2"], times["autograder --jobs 2 --cold-kernels"]
-    print(f"ratio cold/warm (jobs 2): {j2cold / j2:.2f}   ratio stock/warm jobs 2: {base / j2:.2f}   "
-          f"marginal s/notebook, warm, jobs 2: {(j2 - setup) / n_notebooks:.2f} (target <= 2)")
+    print(
+        f"ratio cold/warm (jobs 2): {j2cold / j2:.2f}   ratio stock/warm jobs 2: {base / j2:.2f}   "
+        f"marginal s/notebook, warm, jobs 2: {(j2 - setup) / n_notebooks:.2f} (target <= 2)"
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ reported. Targets: vaekit/bare <= 1.15, DataLoader/vaekit >= 8.
     python benchmarks/data_pipeline.py --device cuda        # data resident on the GPU
     python benchmarks/data_pipeline.py --profile            # where an epoch's time goes
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,8 @@ import platform
 import pstats
 import statistics
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -43,21 +44,19 @@ except ImportError:  # older torchvision
     from PIL import Image
 
     def image_fromarray(obj, mode):
+        """PIL's own call, as older torchvision makes it."""
         return Image.fromarray(obj, mode=mode)
+
+
+from bench_data import DATASETS, data_root, load_splits
 
 import vaekit
 
-REPO = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 28
 IMAGE_DIM = IMAGE_SIZE * IMAGE_SIZE
 HIDDEN_DIM = 400
 LATENT_DIM = 20
 BATCH_SIZE = 128
-
-
-def data_root() -> Path:
-    """$VAEKIT_DATA, else ../shared/data beside the repository (the offline copy CI uses)."""
-    return Path(os.environ["VAEKIT_DATA"]) if os.environ.get("VAEKIT_DATA") else REPO.parent / "shared" / "data"
 
 
 # ---------------------------------------------------------------------------------
@@ -77,18 +76,22 @@ class ExamplesVAE(nn.Module):
         self.decoder_out = nn.Linear(hidden_dim, image_dim)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, 1, 28, 28) -> mu, logvar: (B, latent_dim) each."""
         h = F.relu(self.encoder_hidden(x.flatten(1)))
         return self.encoder_mu(h), self.encoder_logvar(h)
 
     def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """z = mu + σ·ε with σ = exp(logvar / 2), ε ~ N(0, I); (B, latent_dim)."""
         std = torch.exp(0.5 * logvar)
         return mu + torch.randn_like(std) * std
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (B, latent_dim) -> Bernoulli logits (B, 1, 28, 28)."""
         logits = self.decoder_out(F.relu(self.decoder_hidden(z)))
         return logits.view(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (B, 1, 28, 28) -> logits (B, 1, 28, 28), mu, logvar (B, latent_dim)."""
         mu, logvar = self.encode(x)
         z = self.reparameterize(mu, logvar)
         return self.decode(z), mu, logvar
@@ -140,6 +143,7 @@ class BareLoop:
 
 
 def images_only(loader: Iterable) -> Iterator[torch.Tensor]:
+    """The images of each batch, whether a loader yields tensors or (images, labels)."""
     for batch in loader:
         yield batch[0] if isinstance(batch, (tuple, list)) else batch
 
@@ -161,6 +165,7 @@ def make_loaders(x_cpu: torch.Tensor, y_cpu: torch.Tensor, device: torch.device)
 
 
 def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so that a timer stops when the work is done."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -197,6 +202,7 @@ def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float,
 
 
 def profile_epoch(label: str, fn: Callable[[], object], lines: int) -> None:
+    """Print the `lines` functions that take the most own time while `fn()` runs."""
     profiler = cProfile.Profile()
     profiler.enable()
     fn()
@@ -209,8 +215,9 @@ def profile_epoch(label: str, fn: Callable[[], object], lines: int) -> None:
 
 
 def main() -> None:
+    """Parse the command line, time every method, print the table and the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+    parser.add_argument("--dataset", choices=DATASETS, default="mnist")
     parser.add_argument("--device", default="cpu", help="cpu or cuda; on cuda (b) and (c) keep the data on the GPU")
     parser.add_argument("--repeats", type=int, default=5, help="timed epochs per method (median reported)")
     parser.add_argument("--root", type=Path, default=None, help="data folder (default: $VAEKIT_DATA or ../shared/data)")
@@ -229,7 +236,7 @@ def main() -> None:
     device = torch.device(args.device)
 
     root = args.root or data_root()
-    splits = vaekit.load_mnist(root, dataset=args.dataset, download=args.download, verbose=False)
+    splits = load_splits(args.dataset, root, download=args.download)
     if args.dataset == "mnist" and len(splits.train_x) + len(splits.val_x) == 10_000:
         # all of the 10,000 test images: the benchmark measures speed, nothing is held out
         x, y = torch.cat([splits.train_x, splits.val_x]), torch.cat([splits.train_y, splits.val_y])
@@ -303,18 +310,21 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    for label, name in zip("abc", names):
+    for label, name in zip("abc", names, strict=True):
         spread = f"{min(epoch_times[name]):.3f}-{max(epoch_times[name]):.3f}"
         print(
             f"({label}) {name:<22}{median[name]:>17.3f}{spread:>15}{median[name] / bare:>8.2f}x"
             f"{cpu_median[name]:>13.3f}{data_median[name]:>13.4f}{losses[name]:>10.1f}"
         )
     print("CPU s/epoch: this process's CPU time (all threads), median. data only s: the same epoch with no model,")
-    print("just producing (and moving) every minibatch, median. loss/img: that method's own model, last timed epoch, nats.")
+    print(
+        "just producing (and moving) every minibatch, median. "
+        "loss/img: that method's own model, last timed epoch, nats."
+    )
 
     def paired(numerator: str, denominator: str) -> float:
         """Median over repeats of the per-repeat ratio: methods of one repeat ran seconds apart."""
-        return statistics.median(n / d for n, d in zip(epoch_times[numerator], epoch_times[denominator]))
+        return statistics.median(n / d for n, d in zip(epoch_times[numerator], epoch_times[denominator], strict=True))
 
     if args.profile:
         profile_epoch("(c) vaekit.batches", train("vaekit.batches"), 12)
@@ -329,11 +339,15 @@ def main() -> None:
         f"vaekit/bare = {data_median['vaekit.batches'] / data_median['bare randperm loop']:.2f}x"
     )
     print(
-        f"training epoch, median of per-repeat ratios: vaekit/bare = {paired('vaekit.batches', 'bare randperm loop'):.2f}, "
+        "training epoch, median of per-repeat ratios: "
+        f"vaekit/bare = {paired('vaekit.batches', 'bare randperm loop'):.2f}, "
         f"DataLoader/vaekit = {paired('DataLoader + ToTensor', 'vaekit.batches'):.2f}"
     )
-    print(f"vaekit/bare       = {vaekit_vs_bare:.2f}  (target <= 1.15: {'met' if vaekit_vs_bare <= 1.15 else 'NOT met'})")
+    print(
+        f"vaekit/bare       = {vaekit_vs_bare:.2f}  (target <= 1.15: {'met' if vaekit_vs_bare <= 1.15 else 'NOT met'})"
+    )
     print(f"DataLoader/vaekit = {loader_vs_vaekit:.2f}  (target >= 8: {'met' if loader_vs_vaekit >= 8 else 'NOT met'})")
+
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,7 @@ Data: full Fashion-MNIST (60,000 train / 10,000 test) and the MNIST test split
     python benchmarks/model_quality.py                      # both data sets
     python benchmarks/model_quality.py --datasets mnist --epochs 10 --K 1000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,11 +28,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_data import DATASETS, data_root, load_splits
+from data_pipeline import BATCH_SIZE, LATENT_DIM, ExamplesVAE, negative_elbo
 from torch import nn
 from torch.distributions import Normal
 
 import vaekit
-from data_pipeline import BATCH_SIZE, LATENT_DIM, ExamplesVAE, data_root, negative_elbo
 
 # ---------------------------------------------------------------------------------
 # THE KIT'S VAE: the model of solutions/02_vae.ipynb.
@@ -74,17 +76,21 @@ class KitVAE(nn.Module):
         )
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, 1, 28, 28) -> mu, logvar: (B, latent_dim) each."""
         h = self.encoder(x)
         return self.encoder_mu(h), self.encoder_logvar(h)
 
     def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """z = mu + σ·ε with σ = exp(logvar / 2), ε ~ N(0, I); (B, latent_dim)."""
         std = torch.exp(0.5 * logvar)
         return mu + torch.randn_like(std) * std
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z: (B, latent_dim) -> Bernoulli logits (B, 1, 28, 28)."""
         return self.decoder(z)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: (B, 1, 28, 28) -> logits (B, 1, 28, 28), mu, logvar (B, latent_dim)."""
         mu, logvar = self.encode(x)
         z = self.reparameterize(mu, logvar)
         return self.decode(z), mu, logvar
@@ -140,7 +146,7 @@ def train(model: nn.Module, train_x: torch.Tensor, num_epochs: int, lr: float, s
 
 
 @torch.no_grad()
-def test_negative_elbo(model: nn.Module, x: torch.Tensor, seed: int, chunk: int = 1000) -> float:
+def held_out_negative_elbo(model: nn.Module, x: torch.Tensor, seed: int, chunk: int = 1000) -> float:
     """Negative ELBO in nats/image with one z per image; x: (N, 1, 28, 28)."""
     model.eval()
     torch.manual_seed(seed)
@@ -169,9 +175,9 @@ def importance_sampled(model: nn.Module, x: torch.Tensor, K: int, seed: int) -> 
         eps = torch.randn((K, *mu.shape), generator=generator, device=x.device)
         z = mu + eps * posterior.scale  # (K, B, D)
         logits = model.decode(z.flatten(0, 1)).view(K, *xb.shape)  # (K, B, 1, 28, 28)
-        log_px_given_z = -F.binary_cross_entropy_with_logits(
-            logits, xb.expand_as(logits), reduction="none"
-        ).sum(dim=(2, 3, 4))  # (K, B)
+        log_px_given_z = -F.binary_cross_entropy_with_logits(logits, xb.expand_as(logits), reduction="none").sum(
+            dim=(2, 3, 4)
+        )  # (K, B)
         log_pz = Normal(0.0, 1.0).log_prob(z).sum(-1)  # (K, B)
         log_qz = posterior.log_prob(z).sum(-1)  # (K, B)
         log_w = log_px_given_z + log_pz - log_qz
@@ -181,14 +187,16 @@ def importance_sampled(model: nn.Module, x: torch.Tensor, K: int, seed: int) -> 
 
 
 def evaluate_dataset(dataset: str, root: Path, args: argparse.Namespace) -> dict:
-    splits = vaekit.load_mnist(root, dataset=dataset, download=args.download, device=args.device, verbose=False)
+    """Train both models on `dataset` and measure each: {model name: {measure: value}}."""
+    splits = load_splits(dataset, root, download=args.download, device=args.device)
     train_x, test_x = splits.train_x, splits.val_x
     num_epochs = args.epochs[dataset]
     subset = torch.randperm(len(test_x), generator=torch.Generator().manual_seed(args.seed))[: args.is_images]
     is_x = test_x[subset.to(test_x.device)]
     print(f"\n== {splits.source}")
     print(
-        f"   train {len(train_x):,} images, {num_epochs} epochs for each model; test -ELBO on all {len(test_x):,} held-out images; "
+        f"   train {len(train_x):,} images, {num_epochs} epochs for each model; "
+        f"test -ELBO on all {len(test_x):,} held-out images; "
         f"IS NLL with K={args.K} on {len(is_x):,} of them (fixed random subset)"
     )
     results = {}
@@ -197,7 +205,7 @@ def evaluate_dataset(dataset: str, root: Path, args: argparse.Namespace) -> dict
         model = cls().to(args.device)
         seconds, train_loss = train(model, train_x, num_epochs, args.lr, args.seed)
         start = time.perf_counter()
-        neg_elbo = test_negative_elbo(model, test_x, args.seed)
+        neg_elbo = held_out_negative_elbo(model, test_x, args.seed)
         nll, neg_elbo_k = importance_sampled(model, is_x, args.K, args.seed)
         results[name] = {
             "parameters": sum(p.numel() for p in model.parameters()),
@@ -213,6 +221,7 @@ def evaluate_dataset(dataset: str, root: Path, args: argparse.Namespace) -> dict
 
 
 def print_table(dataset: str, block: dict) -> None:
+    """One data set's measures, the two models side by side, with difference and ratio."""
     a, b = list(MODELS)
     res = block["results"]
     print(f"\n{dataset}  (nats/image; lower is better)")
@@ -228,8 +237,9 @@ def print_table(dataset: str, block: dict) -> None:
 
 
 def main() -> None:
+    """Parse the command line, evaluate every data set, print the tables and the summary."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", nargs="+", choices=["fashion-mnist", "mnist"], default=["fashion-mnist", "mnist"])
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=["fashion-mnist", "mnist"])
     parser.add_argument(
         "--epochs",
         nargs="+",
@@ -262,7 +272,9 @@ def main() -> None:
         f"device: {args.device} | torch {torch.__version__} | torch.get_num_threads()={torch.get_num_threads()}, "
         f"os.cpu_count()={os.cpu_count()} | 1-minute load average at start {os.getloadavg()[0]:.2f}"
     )
-    print(f"both models: latent_dim={LATENT_DIM}, Adam lr {args.lr}, batch {BATCH_SIZE}, vaekit.batches(seed={args.seed})")
+    print(
+        f"both models: latent_dim={LATENT_DIM}, Adam lr {args.lr}, batch {BATCH_SIZE}, vaekit.batches(seed={args.seed})"
+    )
     blocks = {dataset: evaluate_dataset(dataset, root, args) for dataset in args.datasets}
     for dataset, block in blocks.items():
         print_table(dataset, block)

@@ -1,7 +1,10 @@
-"""What vaekit must not contain: the autograder, or anything a student is graded on."""
+"""What vaekit is: the API the README lists and a version; what it must not hold: the autograder, graded code."""
+
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
 from pathlib import Path
 
 import pytest
@@ -48,18 +51,31 @@ def graded_definitions(source: str) -> list[str]:
 
 def test_all_vaekit_modules_are_scanned():
     names = {p.stem for p in SOURCES}
-    assert {"__init__", "data", "batches", "budget", "checks", "checkpoints", "coursework", "env", "plots",
-            "progress"} <= names
+    assert {
+        "__init__",
+        "data",
+        "batches",
+        "budget",
+        "checks",
+        "checkpoints",
+        "coursework",
+        "env",
+        "plots",
+        "progress",
+    } <= names
 
 
-@pytest.mark.parametrize("snippet", [
-    "import autograder",
-    "import autograder.checks as c",
-    "from autograder.checks.vae import reference",
-    "def f():\n    from autograder import config\n",
-    "import importlib\nimportlib.import_module('autograder.checks')",
-    "__import__('autograder')",
-])
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        "import autograder",
+        "import autograder.checks as c",
+        "from autograder.checks.vae import reference",
+        "def f():\n    from autograder import config\n",
+        "import importlib\nimportlib.import_module('autograder.checks')",
+        "__import__('autograder')",
+    ],
+)
 def test_the_import_detector_sees_autograder(snippet):
     assert autograder_imports(snippet)
 
@@ -77,14 +93,17 @@ def test_vaekit_never_imports_the_autograder(path):
         assert not code.startswith(("import autograder", "from autograder")), f"{path.name}:{number}: {line}"
 
 
-@pytest.mark.parametrize("snippet, name", [
-    ("def reparameterize(mu, logvar):\n    pass", "reparameterize"),
-    ("class VAE:\n    pass", "VAE"),
-    ("class Box:\n    def kl_divergence(self):\n        pass", "kl_divergence"),
-    ("vae_loss = lambda *a: 0", "vae_loss"),
-    ("from torch.nn.functional import interpolate", "interpolate"),
-    ("Autoencoder: type = object", "Autoencoder"),
-])
+@pytest.mark.parametrize(
+    "snippet, name",
+    [
+        ("def reparameterize(mu, logvar):\n    pass", "reparameterize"),
+        ("class VAE:\n    pass", "VAE"),
+        ("class Box:\n    def kl_divergence(self):\n        pass", "kl_divergence"),
+        ("vae_loss = lambda *a: 0", "vae_loss"),
+        ("from torch.nn.functional import interpolate", "interpolate"),
+        ("Autoencoder: type = object", "Autoencoder"),
+    ],
+)
 def test_the_definition_detector_sees_graded_names(snippet, name):
     assert graded_definitions(snippet) == [name]
 
@@ -100,3 +119,34 @@ def test_vaekit_namespace_has_nothing_that_is_graded():
     for path in SOURCES:
         module = importlib.import_module("vaekit" if path.stem == "__init__" else f"vaekit.{path.stem}")
         assert GRADED_NAMES.isdisjoint(vars(module)), f"{module.__name__} exposes {GRADED_NAMES & set(vars(module))}"
+
+
+def readme_api() -> set[str]:
+    """The function names in the first column of README.md's "vaekit" table."""
+    readme = (VAEKIT_DIR.parent / "README.md").read_text()
+    section = readme.split("\n## vaekit\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`([a-z_]+)", row)}
+
+
+def test_the_public_api_is_what_the_readme_lists():
+    assert sorted(vaekit.__all__) == sorted(readme_api())
+    assert len(set(vaekit.__all__)) == len(vaekit.__all__)
+    public = {name for name in vars(vaekit) if not name.startswith("_")}
+    # submodules are attributes of the package too; `batches` is both and must be the function
+    modules = {p.stem for p in SOURCES}
+    assert public - modules == set(vaekit.__all__) - modules
+    assert callable(vaekit.batches) and vaekit.batches.__module__ == "vaekit.batches"
+
+
+def test_version_comes_from_the_installed_metadata():
+    assert vaekit.__version__ == importlib.metadata.version("vaekit")
+
+
+def test_version_of_a_source_checkout_comes_from_pyproject(monkeypatch):
+    def not_installed(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(vaekit, "_metadata_version", not_installed)
+    pyproject = (VAEKIT_DIR.parent / "pyproject.toml").read_text()
+    assert vaekit._version() == re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)

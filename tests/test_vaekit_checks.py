@@ -1,4 +1,5 @@
 """Self-checks raise SelfCheckError with a message a student can act on."""
+
 from __future__ import annotations
 
 import re
@@ -8,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from vaekit import SelfCheckError, check_dtype, check_finite, check_gradient_flow, check_shape
-from vaekit.checks import check_callable_output
+from vaekit import check_finite, check_gradient_flow, check_shape
+from vaekit.checks import SelfCheckError
 
 
 def test_self_check_error_is_an_assertion_error():
@@ -43,20 +44,8 @@ def test_check_shape_extra_trailing_dimension():
 
 
 def test_check_shape_not_a_tensor():
-    with pytest.raises(SelfCheckError, match="mu should be a torch.Tensor, got ndarray"):
+    with pytest.raises(SelfCheckError, match=re.escape("mu should be a torch.Tensor, got ndarray")):
         check_shape(np.zeros((8, 4)), (8, 4), name="mu")
-
-
-# ---- dtypes -----------------------------------------------------------------------------
-
-
-def test_check_dtype():
-    check_dtype(torch.zeros(2))
-    check_dtype(torch.zeros(2, dtype=torch.int64), torch.int64)
-    with pytest.raises(SelfCheckError, match=r"logits has dtype torch.float64, expected torch.float32"):
-        check_dtype(torch.zeros(2, dtype=torch.float64), name="logits")
-    with pytest.raises(SelfCheckError, match="torch.int64"):
-        check_dtype(torch.tensor([1, 2]))
 
 
 # ---- finiteness -------------------------------------------------------------------------
@@ -134,7 +123,7 @@ def test_gradient_flow_input_that_does_not_require_grad():
 
 
 def test_gradient_flow_zero_gradient_counts_as_none():
-    mu, logvar, eps = leaves()
+    mu, logvar, _ = leaves()
     z = mu + 0.0 * logvar
     with pytest.raises(SelfCheckError, match="no gradient reaches logvar"):
         check_gradient_flow(z, [("mu", mu), ("logvar", logvar)], name="z")
@@ -166,21 +155,3 @@ def test_gradient_flow_ignores_frozen_parameters():
     model, x = TwoHeads(), torch.randn(5, 3)
     model.to_logvar.requires_grad_(False)
     check_gradient_flow(model(x, use_logvar=False), model)
-
-
-# ---- calling a student function ----------------------------------------------------------
-
-
-def test_check_callable_output_returns_the_output():
-    out = check_callable_output(lambda a: a * 2, (torch.ones(3, 2),), (None, 2), "double")
-    torch.testing.assert_close(out, torch.full((3, 2), 2.0))
-
-
-@pytest.mark.parametrize("fn, match", [
-    (lambda a: a.sum(1), r"f\(x\) has shape \(3,\), expected \(\*, 2\)"),
-    (lambda a: a.double(), "dtype torch.float64"),
-    (lambda a: a / 0, "NaN/inf"),
-])
-def test_check_callable_output_catches(fn, match):
-    with pytest.raises(SelfCheckError, match=match):
-        check_callable_output(fn, (torch.ones(3, 2),), (None, 2), "f(x)")

@@ -4,6 +4,7 @@ IPython compiles every cell under a made-up file name and keeps the cell's sourc
 in `linecache` under that name (IPython/core/compilerop.py: CachingCompiler.cache);
 `Cell` below does exactly that, so the code has no file on disk.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -17,7 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import vaekit
 from vaekit import export_parts, import_parts, workdir
 
 _counter = itertools.count(1)
@@ -97,8 +97,7 @@ VAE_CELLS = [
 def test_export_writes_the_named_definitions_and_import_gives_working_code(nb, work, capsys):
     for cell in VAE_CELLS:
         nb.run(cell)
-    path = export_parts("02_vae", [nb["VAE"], nb["reparameterize"]],
-                        constants={"LATENT_DIM": 4, "IMAGE_DIM": 784})
+    path = export_parts("02_vae", [nb["VAE"], nb["reparameterize"]], constants={"LATENT_DIM": 4, "IMAGE_DIM": 784})
     assert path == work / "02_vae.py" and path.is_file()
     assert f"saved VAE, reparameterize to {path}" in capsys.readouterr().out
     text = path.read_text()
@@ -120,7 +119,7 @@ def test_export_writes_the_named_definitions_and_import_gives_working_code(nb, w
     torch.manual_seed(1)
     got = model(x)
     assert got[0].shape == (3, 1, 28, 28) and got[1].shape == (3, 4)
-    for a, b in zip(got, expected):
+    for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b)
     mu, logvar = torch.zeros(5, 4), torch.full((5, 4), -100.0)
     torch.testing.assert_close(parts.reparameterize(mu, logvar), mu)
@@ -206,7 +205,7 @@ def test_unfinished_stub_is_refused_and_nothing_is_saved(nb, work):
     export_parts("02_vae", [nb["kl_term"]])
     before = (work / "02_vae.py").read_text()
     nb.run("def reparameterize(mu, logvar):\n    # YOUR CODE HERE\n    raise NotImplementedError()\n")
-    with pytest.raises(ValueError, match="reparameterize still raise NotImplementedError.*Nothing was saved"):
+    with pytest.raises(ValueError, match=r"reparameterize still raise NotImplementedError.*Nothing was saved"):
         export_parts("02_vae", [nb["kl_term"], nb["reparameterize"]])
     assert (work / "02_vae.py").read_text() == before
     assert sorted(p.name for p in work.iterdir()) == ["02_vae.py"], "no partial files are left behind"

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import vaekit
-from vaekit import WorkdirError, import_parts, load_checkpoint, save_checkpoint, workdir
+from vaekit import import_parts, load_checkpoint, save_checkpoint, workdir
+from vaekit.coursework import WorkdirError
 
 REPO = Path(__file__).resolve().parent.parent
 MYDRIVE = Path("/content/drive/MyDrive")

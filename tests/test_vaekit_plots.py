@@ -1,4 +1,5 @@
 """Every plot helper renders headless to a real PNG and returns a Figure."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -124,8 +125,10 @@ def test_plot_manifold(logits, tmp_path):
     assert grid.shape == (7 * 29 + 1, 7 * 29 + 1)
     top, bottom, left, right = slice(1, 29), slice(-29, -1), slice(1, 29), slice(-29, -1)
     corners = [  # rows, columns, z[0], z[1]: z[1] grows upwards, z[0] to the right
-        (top, left, q[0], q[-1]), (top, right, q[-1], q[-1]),
-        (bottom, left, q[0], q[0]), (bottom, right, q[-1], q[0]),
+        (top, left, q[0], q[-1]),
+        (top, right, q[-1], q[-1]),
+        (bottom, left, q[0], q[0]),
+        (bottom, right, q[-1], q[0]),
     ]
     for rows, cols, z0, z1 in corners:
         expected = torch.sigmoid(0.3 * z0 + 0.1 * z1)

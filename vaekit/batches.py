@@ -5,9 +5,11 @@ no worker processes. It replaces `DataLoader(dataset, transform=ToTensor())`, wh
 per-image work costs about 100x more than this indexing and made a small MLP VAE's CPU
 epoch about 2.5x slower here (benchmarks/data_pipeline.py, benchmarks/RESULTS.md).
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -76,7 +78,7 @@ class Batches:
         n = len(self.tensors[0])
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator:
+    def __iter__(self) -> Iterator[torch.Tensor | tuple[torch.Tensor, ...]]:
         n = len(self.tensors[0])
         device = self.tensors[0].device
         order = torch.randperm(n, generator=self.generator).to(device) if self.shuffle else None
@@ -92,7 +94,7 @@ class Batches:
             yield batch[0] if len(batch) == 1 else tuple(batch)
 
 
-def batches(*tensors: torch.Tensor, **kwargs) -> Batches:
+def batches(*tensors: torch.Tensor, **kwargs: Any) -> Batches:
     """Minibatches over preloaded tensors; see `Batches` for the options.
 
     Example: `for x in batches(train_x, batch_size=128, device=device): ...`

@@ -4,13 +4,16 @@ Full settings normally; small ones when `VAEKIT_FAST=1` or when nbgrader runs th
 notebook (it sets `NBGRADER_EXECUTION` to `autograde` or `validate`), so that every
 notebook runs top to bottom in well under a minute on a laptop CPU.
 """
+
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
+import torch
 
-def is_fast() -> bool:
+
+def _is_fast() -> bool:
     """True when notebooks should shrink their training (fast mode or grading)."""
     fast = os.environ.get("VAEKIT_FAST", "").strip().lower() not in ("", "0", "false", "no")
     return fast or bool(os.environ.get("NBGRADER_EXECUTION"))
@@ -24,7 +27,7 @@ class Budget:
     num_train: int | None
     fast: bool
 
-    def take(self, x, *others):
+    def take(self, x: torch.Tensor, *others: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """The first `num_train` rows of `x` (and of each tensor in `others`)."""
         if self.num_train is None:
             return (x, *others) if others else x
@@ -47,9 +50,11 @@ def run_budget(
     """
     if num_epochs < 1:
         raise ValueError(f"num_epochs must be at least 1, got {num_epochs}")
-    fast = is_fast()
+    fast = _is_fast()
     if fast:
-        budget = Budget(min(fast_epochs, num_epochs), fast_train if num_train is None else min(fast_train, num_train), True)
+        budget = Budget(
+            min(fast_epochs, num_epochs), fast_train if num_train is None else min(fast_train, num_train), True
+        )
     else:
         budget = Budget(num_epochs, num_train, False)
     if verbose:

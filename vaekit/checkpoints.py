@@ -1,7 +1,9 @@
 """Save and load trained weights, with messages that say what to do."""
+
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +20,7 @@ def _resolve(path: str | Path) -> Path:
     return path if path.is_absolute() or path.parent != Path(".") else workdir() / path
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     """numpy scalars/arrays -> Python numbers/lists: `torch.load(weights_only=True)` refuses numpy."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -29,7 +31,7 @@ def _plain(value):
     return value
 
 
-def save_checkpoint(model: torch.nn.Module, path: str | Path, **metadata) -> Path:
+def save_checkpoint(model: torch.nn.Module, path: str | Path, **metadata: Any) -> Path:
     """Save `model`'s weights (and any metadata) to `path`.
 
     A bare file name goes into the course work folder (`vaekit.workdir()`), where
@@ -42,9 +44,7 @@ def save_checkpoint(model: torch.nn.Module, path: str | Path, **metadata) -> Pat
     return path
 
 
-def load_checkpoint(
-    model: torch.nn.Module, path: str | Path, missing_ok: bool = False
-) -> dict | None:
+def load_checkpoint(model: torch.nn.Module, path: str | Path, missing_ok: bool = False) -> dict[str, Any] | None:
     """Load weights saved by `save_checkpoint` into `model`; return their metadata.
 
     With `missing_ok=True` a missing file returns None (train instead), and so does a
@@ -75,8 +75,11 @@ def load_checkpoint(
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    reshaped = [f"{k}: saved {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
-                for k in set(own) & set(state) if state[k].shape != own[k].shape]
+    reshaped = [
+        f"{k}: saved {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if state[k].shape != own[k].shape
+    ]
     if missing or unexpected or reshaped:
         parts = []
         if missing:
@@ -87,7 +90,8 @@ def load_checkpoint(
             parts.append("different shapes: " + "; ".join(sorted(reshaped)[:5]))
         raise CheckpointError(
             f"the checkpoint {path} (saved from a {payload.get('model_class')}) does not fit this "
-            f"{type(model).__name__} — " + " | ".join(parts)
+            f"{type(model).__name__} — "
+            + " | ".join(parts)
             + ". Did the architecture or latent_dim change since it was saved? Train again to replace it."
         )
     model.load_state_dict(state)

@@ -1,12 +1,13 @@
 """Self-checks a student can run on their own code.
 
 Each check raises `SelfCheckError` with a message that says what is wrong and
-what to look at. They check shapes, dtypes, finiteness and whether gradients
+what to look at. They check shapes, finiteness and whether gradients
 flow; they never know, or reveal, what the right values are.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -21,20 +22,11 @@ def check_shape(tensor: torch.Tensor, expected: Sequence[int | None], name: str 
         raise SelfCheckError(f"{name} should be a torch.Tensor, got {type(tensor).__name__}")
     shape = tuple(tensor.shape)
     want = tuple(expected)
-    ok = len(shape) == len(want) and all(w is None or w == s for s, w in zip(shape, want))
+    ok = len(shape) == len(want) and all(w is None or w == s for s, w in zip(shape, want, strict=True))
     if not ok:
         pretty = "(" + ", ".join("*" if w is None else str(w) for w in want) + ")"
         msg = f"{name} has shape {shape}, expected {pretty}"
         raise SelfCheckError(msg + (f": {hint}" if hint else ""))
-
-
-def check_dtype(tensor: torch.Tensor, expected: torch.dtype = torch.float32, name: str = "tensor") -> None:
-    """Raise unless `tensor` has dtype `expected`."""
-    if tensor.dtype != expected:
-        raise SelfCheckError(
-            f"{name} has dtype {tensor.dtype}, expected {expected}: check for .double(), "
-            f"integer tensors (torch.tensor([1, 2])) or numpy arrays mixed in"
-        )
 
 
 def check_finite(tensor: torch.Tensor, name: str = "tensor") -> None:
@@ -60,7 +52,7 @@ def check_gradient_flow(
     inputs: `[("mu", mu), ("logvar", logvar)]` with `requires_grad=True`, or a module.
     """
     if isinstance(inputs, torch.nn.Module):
-        named = [(n, p) for n, p in inputs.named_parameters() if p.requires_grad]
+        named: list[tuple[str, torch.Tensor]] = [(n, p) for n, p in inputs.named_parameters() if p.requires_grad]
     else:
         named = list(inputs)
     if not output.requires_grad:
@@ -82,12 +74,3 @@ def check_gradient_flow(
             f"no gradient reaches {', '.join(dead)} from {name}: is it used in the computation, "
             f"and does nothing in between detach it or replace it by a sample?"
         )
-
-
-def check_callable_output(fn: Callable, args: tuple, expected_shape: Sequence[int | None], name: str) -> torch.Tensor:
-    """Call `fn(*args)` and check its output's shape, dtype and finiteness."""
-    out = fn(*args)
-    check_shape(out, expected_shape, name)
-    check_dtype(out, torch.float32, name)
-    check_finite(out, name)
-    return out

@@ -10,6 +10,7 @@ The work folder is `$VAEKIT_WORKDIR` if set, else your Google Drive in Colab
 (each Colab notebook runs on its own machine, so only Drive is shared between
 them), else `./vaekit_work` next to the notebook.
 """
+
 from __future__ import annotations
 
 import ast
@@ -22,8 +23,9 @@ import symtable
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-from vaekit.env import in_colab
+from vaekit.env import _in_colab
 
 HEADER = '''"""Code exported by vaekit.export_parts from {source}. Edit the notebook, not this file."""
 import math
@@ -60,7 +62,7 @@ def workdir() -> Path:
     env = os.environ.get("VAEKIT_WORKDIR")
     if env:
         path = Path(env)
-    elif in_colab():
+    elif _in_colab():
         drive = Path("/content/drive")
         if not (drive / "MyDrive").exists():
             from google.colab import drive as colab_drive  # type: ignore[import-not-found]
@@ -79,7 +81,7 @@ def workdir() -> Path:
     return path
 
 
-def _definition_source(obj) -> str:
+def _definition_source(obj: Any) -> str:
     """The source of a top-level class or function, also when defined in a notebook cell.
 
     `inspect.getsource` cannot find classes defined in a notebook on Python < 3.13,
@@ -143,7 +145,7 @@ def _unbound_globals(text: str) -> dict[str, list[str]]:
     return out
 
 
-def export_parts(name: str, objects: list, constants: dict | None = None) -> Path:
+def export_parts(name: str, objects: list[Any], constants: dict[str, object] | None = None) -> Path:
     """Write the given classes/functions (and constants) to `<workdir>/<name>.py`.
 
     Example, at the end of 02_vae.ipynb:
@@ -193,6 +195,7 @@ def export_parts(name: str, objects: list, constants: dict | None = None) -> Pat
 def _load(path: Path, name: str) -> ModuleType:
     module_name = "vaekit_parts_" + "".join(c if c.isalnum() else "_" for c in name)
     spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None  # a .py file always has both
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:

@@ -1,10 +1,14 @@
-"""MNIST and Fashion-MNIST as ready tensors.
+"""MNIST as ready tensors.
 
 `load_mnist()` returns images `(N, 1, 28, 28)` float32 in [0, 1] and integer
 labels. Files are found or downloaded through torchvision (with its checksums and
 mirrors). Offline it uses files already on disk, also when only the 10,000-image
 test split is there; then it says so and splits that into train and validation.
+
+The loader itself works for any data set in MNIST's file format (`_Dataset`);
+benchmarks/bench_data.py uses it for Fashion-MNIST, which students never need.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -18,13 +22,19 @@ from pathlib import Path
 import torch
 
 from vaekit.batches import binarize as _binarize
-from vaekit.env import in_colab
+from vaekit.env import _in_colab
 
-DATASETS = {
-    # name: (torchvision class name, extra folders to look in)
-    "mnist": ("MNIST", ("mnist",)),
-    "fashion-mnist": ("FashionMNIST", ("fashion-mnist", "fashion_mnist", "/usr/share/datasets/fashion-mnist")),
-}
+
+@dataclass(frozen=True)
+class _Dataset:
+    """A data set in MNIST's IDX format: its name, torchvision class and extra folders to look in."""
+
+    name: str
+    torchvision_class: str
+    folders: tuple[str, ...] = ()
+
+
+MNIST = _Dataset("mnist", "MNIST", ("mnist",))
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -59,7 +69,7 @@ def default_root() -> Path:
     """`$VAEKIT_DATA`, else /content/data in Colab, else ~/.cache/vaekit/data."""
     if os.environ.get("VAEKIT_DATA"):
         return Path(os.environ["VAEKIT_DATA"]).expanduser()
-    if in_colab():
+    if _in_colab():
         return Path("/content/data")
     return Path.home() / ".cache" / "vaekit" / "data"
 
@@ -128,10 +138,9 @@ def _decode_idx(path: Path) -> torch.Tensor:
         return read_sn3_pascalvincent_tensor(str(plain), strict=False)
 
 
-def _candidate_folders(root: Path, dataset: str) -> list[Path]:
-    cls_name, extra = DATASETS[dataset]
-    folders = [root / cls_name / "raw", root]
-    folders += [Path(e) if e.startswith("/") else root / e for e in extra]
+def _candidate_folders(root: Path, dataset: _Dataset) -> list[Path]:
+    folders = [root / dataset.torchvision_class / "raw", root]
+    folders += [Path(e) if e.startswith("/") else root / e for e in dataset.folders]
     return folders
 
 
@@ -144,24 +153,23 @@ def _load_split(folders: list[Path], split: str) -> tuple[torch.Tensor, torch.Te
     return None
 
 
-def _download(root: Path, dataset: str) -> None:
+def _download(root: Path, dataset: _Dataset) -> None:
     """Download both splits through torchvision (mirrors and md5 checks are its own)."""
     import torchvision
 
-    cls = getattr(torchvision.datasets, DATASETS[dataset][0])
+    cls = getattr(torchvision.datasets, dataset.torchvision_class)
     for train in (True, False):
         cls(str(root), train=train, download=True)
 
 
 def load_mnist(
     root: str | Path | None = None,
-    dataset: str = "mnist",
     download: bool | None = None,
     binarize: str | None = None,
     device: torch.device | str = "cpu",
     verbose: bool = True,
 ) -> DataSplits:
-    """Load MNIST (or `dataset="fashion-mnist"`) as tensors.
+    """Load MNIST as tensors.
 
     root: data folder; default `$VAEKIT_DATA`, /content/data in Colab, else
         ~/.cache/vaekit/data. Files may sit in `root/MNIST/raw/` (torchvision's
@@ -174,8 +182,18 @@ def load_mnist(
         use `batches(..., dynamic_binarize=True)`.
     device: where to put the tensors (the GPU keeps the whole data set resident).
     """
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
+    return _load(MNIST, root, download, binarize, device, verbose)
+
+
+def _load(
+    dataset: _Dataset,
+    root: str | Path | None,
+    download: bool | None,
+    binarize: str | None,
+    device: torch.device | str,
+    verbose: bool,
+) -> DataSplits:
+    """`load_mnist` for any data set in MNIST's format; see `load_mnist` for the arguments."""
     if binarize not in (None, "static"):
         raise ValueError(
             f"binarize={binarize!r}: use None or 'static' here; for dynamic binarization pass "
@@ -192,7 +210,8 @@ def load_mnist(
             if test is None:
                 raise _not_found(root, dataset, exc) from exc
             if verbose:
-                print(f"could not download the {dataset} training split ({type(exc).__name__}); using what is on disk")
+                why = type(exc).__name__
+                print(f"could not download the {dataset.name} training split ({why}); using what is on disk")
         else:
             train, test = _load_split(folders, "train"), _load_split(folders, "test")
     if test is None:
@@ -202,12 +221,12 @@ def load_mnist(
     if train is not None:
         train_x, train_y, _ = train
         val_x, val_y = test_x, test_y
-        source = f"{dataset} from {folder}: {len(train_x):,} train + {len(val_x):,} test images"
+        source = f"{dataset.name} from {folder}: {len(train_x):,} train + {len(val_x):,} test images"
     else:
         cut = len(test_x) - TEST_ONLY_VAL
         train_x, train_y, val_x, val_y = test_x[:cut], test_y[:cut], test_x[cut:], test_y[cut:]
         source = (
-            f"{dataset} TEST SPLIT ONLY from {folder}: the training files are missing, so its "
+            f"{dataset.name} TEST SPLIT ONLY from {folder}: the training files are missing, so its "
             f"{len(test_x):,} images are split into {cut:,} train + {TEST_ONLY_VAL:,} validation "
             f"(load_mnist(download=True) fetches the training split)"
         )
@@ -220,17 +239,15 @@ def load_mnist(
             x = _binarize(x, torch.Generator().manual_seed(seed))
         return x.to(device)
 
-    return DataSplits(
-        images(train_x, 0), train_y.long().to(device), images(val_x, 1), val_y.long().to(device), source
-    )
+    return DataSplits(images(train_x, 0), train_y.long().to(device), images(val_x, 1), val_y.long().to(device), source)
 
 
-def _not_found(root: Path, dataset: str, exc: Exception | None) -> DataNotFoundError:
-    cls_name = DATASETS[dataset][0]
+def _not_found(root: Path, dataset: _Dataset, exc: Exception | None) -> DataNotFoundError:
+    cls_name = dataset.torchvision_class
     names = ", ".join(f"{stem}.gz" for split in ("train", "test") for stem in FILES[split])
     why = f" The download failed: {type(exc).__name__}: {exc}." if exc else ""
     return DataNotFoundError(
-        f"{dataset} is not in {root} and could not be downloaded.{why} Put the files {names} "
+        f"{dataset.name} is not in {root} and could not be downloaded.{why} Put the files {names} "
         f"into {root / cls_name / 'raw'} (at least the two t10k files), or set VAEKIT_DATA to the folder "
         f"that has them, or connect to the internet and run again."
     )

@@ -1,4 +1,5 @@
 """Seeding, device choice and the one-line environment report of a setup cell."""
+
 from __future__ import annotations
 
 import os
@@ -10,12 +11,12 @@ import numpy as np
 import torch
 
 
-def in_colab() -> bool:
+def _in_colab() -> bool:
     """True inside Google Colab."""
     return "google.colab" in sys.modules
 
 
-def seed_everything(seed: int = 0, deterministic: bool = True) -> None:
+def _seed_everything(seed: int = 0, deterministic: bool = True) -> None:
     """Seed `random`, numpy and torch (CPU and every CUDA device).
 
     With `deterministic=True`, cuDNN picks deterministic kernels so that the same
@@ -29,9 +30,9 @@ def seed_everything(seed: int = 0, deterministic: bool = True) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def pick_device(prefer: str | None = None) -> torch.device:
-    """cuda, then Apple's mps, then cpu; `prefer` (or VAEKIT_DEVICE) overrides."""
-    prefer = prefer or os.environ.get("VAEKIT_DEVICE")
+def _pick_device() -> torch.device:
+    """`$VAEKIT_DEVICE` if set, else cuda, then Apple's mps, then cpu."""
+    prefer = os.environ.get("VAEKIT_DEVICE")
     if prefer:
         return torch.device(prefer)
     if torch.cuda.is_available():
@@ -45,14 +46,18 @@ def pick_device(prefer: str | None = None) -> torch.device:
 def setup(seed: int = 0, deterministic: bool = True, verbose: bool = True) -> torch.device:
     """Everything a notebook's setup cell needs: seeds, device, a short report.
 
-    Returns the device to put models and data on.
+    Seeds `random`, numpy and torch; with `deterministic=True` cuDNN also picks
+    deterministic kernels. Returns the device to put models and data on: cuda, then
+    Apple's mps, then cpu, unless `$VAEKIT_DEVICE` names one.
     """
-    seed_everything(seed, deterministic)
-    device = pick_device()
+    _seed_everything(seed, deterministic)
+    device = _pick_device()
     if verbose:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
-        print(f"device: {device} ({name}) | torch {torch.__version__} | python {platform.python_version()} | seed {seed}")
-        if device.type == "cpu" and in_colab():
+        print(
+            f"device: {device} ({name}) | torch {torch.__version__} | python {platform.python_version()} | seed {seed}"
+        )
+        if device.type == "cpu" and _in_colab():
             print(
                 "No GPU in this Colab session. Training will be slow: choose "
                 "Runtime → Change runtime type → T4 GPU, then Runtime → Run all."

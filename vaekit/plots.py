@@ -3,15 +3,20 @@
 Figures are built without pyplot, so they work headless, never pile up in
 memory, and show exactly once when a notebook cell returns them.
 """
+
 from __future__ import annotations
 
 import io
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure as _MplFigure
 from matplotlib.ticker import MaxNLocator
+
+# what the plot helpers take: a tensor (detached and moved to the CPU for plotting) or a numpy array
+Images = torch.Tensor | np.ndarray
 
 
 class Figure(_MplFigure):
@@ -27,7 +32,7 @@ class Figure(_MplFigure):
         return buffer.getvalue()
 
 
-def _as_images(images) -> np.ndarray:
+def _as_images(images: Images) -> np.ndarray:
     """(N, 1, H, W) / (N, H, W) tensor or array in [0, 1] -> (N, H, W) numpy."""
     x = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, float)
     if x.ndim == 4:
@@ -47,7 +52,7 @@ def _tile(images: np.ndarray, nrow: int, pad: int = 1) -> np.ndarray:
     return canvas
 
 
-def show_images(images, nrow: int = 8, title: str | None = None, scale: float = 0.9) -> Figure:
+def show_images(images: Images, nrow: int = 8, title: str | None = None, scale: float = 0.9) -> Figure:
     """A grid of images. images: (N, 1, 28, 28) in [0, 1]."""
     x = _as_images(images)
     grid = _tile(x, nrow)
@@ -61,7 +66,9 @@ def show_images(images, nrow: int = 8, title: str | None = None, scale: float = 
     return fig
 
 
-def show_reconstructions(originals, reconstructions, n: int = 10, title: str = "Originals (top) vs reconstructions (bottom)") -> Figure:
+def show_reconstructions(
+    originals: Images, reconstructions: Images, n: int = 10, title: str = "Originals (top) vs reconstructions (bottom)"
+) -> Figure:
     """Two rows: originals, then their reconstructions. Both (N, 1, 28, 28) in [0, 1]."""
     a, b = _as_images(originals)[:n], _as_images(reconstructions)[:n]
     if len(a) != len(b):
@@ -69,7 +76,9 @@ def show_reconstructions(originals, reconstructions, n: int = 10, title: str = "
     return show_images(np.concatenate([a, b]), nrow=len(a), title=title)
 
 
-def plot_training_curves(history: Mapping[str, Sequence[float]], title: str = "Training", xlabel: str = "epoch") -> Figure:
+def plot_training_curves(
+    history: Mapping[str, Sequence[float]], title: str = "Training", xlabel: str = "epoch"
+) -> Figure:
     """One panel per curve, e.g. `{"loss": [...], "recon": [...], "kl": [...]}`.
 
     Keys named `val_<name>` are drawn dashed in the panel of `<name>`.
@@ -95,7 +104,7 @@ def plot_training_curves(history: Mapping[str, Sequence[float]], title: str = "T
     return fig
 
 
-def plot_latent_scatter(z, labels, title: str = "Latent codes", max_points: int = 5000) -> Figure:
+def plot_latent_scatter(z: Images, labels: Images, title: str = "Latent codes", max_points: int = 5000) -> Figure:
     """2-D scatter of codes coloured by label. z: (N, D); D > 2 is projected by PCA."""
     z = torch.as_tensor(z).detach().float().cpu()[:max_points]
     labels = torch.as_tensor(labels).cpu()[: len(z)]
@@ -130,7 +139,7 @@ def plot_manifold(
     decode: maps (N, 2) codes to (N, 1, 28, 28) logits (or probabilities with logits=False).
     """
     probs = torch.linspace(0.05, 0.95, grid_size)
-    values = torch.distributions.Normal(0.0, 1.0).icdf(probs)
+    values = torch.special.ndtri(probs)  # standard normal quantiles
     zy, zx = torch.meshgrid(values.flip(0), values, indexing="ij")
     z = torch.stack([zx.reshape(-1), zy.reshape(-1)], dim=1).to(device)
     out = decode(z)
@@ -163,7 +172,7 @@ def plot_interpolations(strips: Mapping[str, torch.Tensor], title: str = "Latent
     return fig
 
 
-def plot_beta_sweep(results: Sequence[Mapping], num_samples: int = 8) -> Figure:
+def plot_beta_sweep(results: Sequence[Mapping[str, Any]], num_samples: int = 8) -> Figure:
     """Samples per β (one column each) and the reconstruction-vs-KL trade-off.
 
     results: one dict per β with keys `beta`, `recon`, `kl` (nats per image) and
