@@ -137,8 +137,8 @@ def render(nb: NotebookNode, student: str, notebook: str, status: str, notes: li
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})
         gid = meta.get("grade_id")
-        if scores and gid in scores and meta.get("grade"):
-            meta["score"], meta["points"] = scores[gid]
+        if meta.get("grade"):  # the template shows a score on every graded cell; a written answer's is 0 until graded
+            meta["score"], meta["points"] = (scores or {}).get(gid, (meta.get("score", 0.0), meta.get("points", 0.0)))
         if meta.get("solution") or meta.get("task"):
             waiting = gid in pending if pending is not None else bool(meta.get("grade"))
             comment = (comments or {}).get(gid)
