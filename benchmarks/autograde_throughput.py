@@ -1,13 +1,14 @@
-"""Autograde throughput: `python -m autograder grade` (--jobs 1 and 2, warm and cold kernels)
-against stock `nbgrader autograde` run serially, over the same synthetic class, in one run.
+"""Autograde throughput: `python -m autograder grade` (sandboxed, --jobs 1 and 2; and without the
+sandbox, --unsafe-no-sandbox) against stock `nbgrader autograde` run serially, over the same
+synthetic class, in one run.
 
 The class: copies of the demo's students (full solutions, untouched stubs, a buggy student),
 `--students` in all, `--notebooks` of the course. Stock nbgrader gets the same submissions in
 a plain course folder (its own gradebook made by `nbgrader generate_assignment`), with the
 environment the hidden tests need (PYTHONPATH, VAEKIT_DATA, reference parts for 03/04).
 
-Each autograder run has a fixed cost (building the release with nbgrader, starting the
-warm-kernel server) that a class of hundreds amortizes; it is measured on its own by grading
+Each autograder run has a fixed cost (building the release with nbgrader, decoding the data
+once) that a class of hundreds amortizes; it is measured on its own by grading
 a class whose only student submitted nothing, and "marginal s/notebook" leaves it out.
 
 Usage: python benchmarks/autograde_throughput.py [--students 6] [--notebooks 01_autoencoder 02_vae]
@@ -86,22 +87,11 @@ def main() -> None:
         grade = [sys.executable, "-m", "autograder", "grade", "--no-progress"]
         setup = run([*grade, str(tmp / "empty"), "--out", str(tmp / "out-empty")], env, cwd=REPO)
         times = {}
-        for jobs in (1, 2):
-            for cold in (True, False):
-                name = f"autograder --jobs {jobs}" + (" --cold-kernels" if cold else "")
-                times[name] = run(
-                    [
-                        *grade,
-                        str(subs),
-                        "--out",
-                        str(tmp / f"out{jobs}{cold}"),
-                        "--jobs",
-                        str(jobs),
-                        *(["--cold-kernels"] if cold else []),
-                    ],
-                    env,
-                    cwd=REPO,
-                )
+        for name, extra in (("autograder --jobs 1 (sandbox)", ["--jobs", "1"]),
+                            ("autograder --jobs 2 (sandbox)", ["--jobs", "2"]),
+                            ("autograder --jobs 2 --unsafe-no-sandbox", ["--jobs", "2", "--unsafe-no-sandbox"])):
+            out = tmp / f"out-{len(times)}"
+            times[name] = run([*grade, str(subs), "--out", str(out), *extra], env, cwd=REPO)
 
         # stock nbgrader: the same submissions in submitted/<student>/<assignment>/
         for student in sorted(subs.iterdir()):
@@ -127,15 +117,15 @@ def main() -> None:
         f"class: {args.students} students x {len(args.notebooks)} notebooks = {n_notebooks} notebooks "
         f"({', '.join(args.notebooks)}); {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}"
     )
-    print(f"fixed cost of an autograder run (release, warm-kernel server), graded alone: {setup:.1f} s")
-    print(f"{'way':<38} {'total s':>8} {'s/notebook':>11} {'marginal s/nb':>14} {'vs stock':>9}")
+    print(f"fixed cost of an autograder run (release, data), graded alone: {setup:.1f} s")
+    print(f"{'way':<42} {'total s':>8} {'s/notebook':>11} {'marginal s/nb':>14} {'vs stock':>9}")
     for name, seconds in times.items():
         marginal = (seconds - (0 if name.startswith("stock") else setup)) / n_notebooks
-        print(f"{name:<38} {seconds:>8.1f} {seconds / n_notebooks:>11.2f} {marginal:>14.2f} {seconds / base:>9.2f}")
-    j2, j2cold = times["autograder --jobs 2"], times["autograder --jobs 2 --cold-kernels"]
+        print(f"{name:<42} {seconds:>8.1f} {seconds / n_notebooks:>11.2f} {marginal:>14.2f} {seconds / base:>9.2f}")
+    j2, j2unsafe = times["autograder --jobs 2 (sandbox)"], times["autograder --jobs 2 --unsafe-no-sandbox"]
     print(
-        f"ratio cold/warm (jobs 2): {j2cold / j2:.2f}   ratio stock/warm jobs 2: {base / j2:.2f}   "
-        f"marginal s/notebook, warm, jobs 2: {(j2 - setup) / n_notebooks:.2f} (target <= 2)"
+        f"ratio sandbox/no sandbox (jobs 2): {j2 / j2unsafe:.2f}   ratio stock/sandbox jobs 2: {base / j2:.2f} "
+        f"(target >= 2)   marginal s/notebook, sandbox, jobs 2: {(j2 - setup) / n_notebooks:.2f} (target <= 2)"
     )
 
 
