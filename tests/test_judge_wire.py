@@ -45,6 +45,7 @@ def kernel():
     shell.user_ns.clear()
     shell.run_cell("import torch, torch.nn as nn, math", store_history=False)
     harness = Harness(wire.Channel(kernel_end), shell)
+    shell.user_ns["this_harness"] = harness  # what a student could dig out of gc.get_objects()
     thread = threading.Thread(target=lambda: _serve(harness), daemon=True)
     thread.start()
     channel = wire.Channel(judge_end)
@@ -143,7 +144,7 @@ def test_lent_model_is_trained_by_the_student_loop_and_read_back(kernel):
     assert last < first
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
     assert model.calls and all(training and grad for _, training, grad in model.calls)
-    torch.testing.assert_close(float(model(x).pow(2).mean()), last, rtol=0.2, atol=1e-3)
+    torch.testing.assert_close(float(model(x).detach().pow(2).mean()), last, rtol=0.2, atol=1e-3)
 
 
 def test_swapped_reference_runs_in_the_judge(kernel):
@@ -186,9 +187,7 @@ def test_a_forged_message_is_tampering(kernel):
     # the student's code writes a frame of its own on the judge's socket while a check waits
     define(kernel, "import socket, json, struct\n"
                    "def forge():\n"
-                   "    import gc\n"
-                   "    from autograder.harness import Harness\n"
-                   "    h = next(o for o in gc.get_objects() if isinstance(o, Harness))\n"
+                   "    h = this_harness\n"
                    "    head = json.dumps({'re': 999, 'value': 1, 'blobs': []}).encode()\n"
                    "    h.channel.sock.sendall(struct.pack('>I', len(head)) + head)\n"
                    "    return 0")

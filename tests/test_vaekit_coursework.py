@@ -292,6 +292,6 @@ def test_a_method_using_a_notebook_constant_is_reported_at_export(nb, work):
 
 def test_names_the_module_provides_are_not_reported(nb, work):
     nb.run("import math\nimport torch\n\ndef f(x):\n    y = [math.pi * v for v in x]\n"
-           "    return torch.tensor(y).sum() + len(y) + vaekit.is_fast()\n")
+           "    return torch.tensor(y).sum() + len(y) + vaekit.run_budget(num_epochs=1).num_epochs\n")
     export_parts("06_net", [nb["f"]])
     assert float(import_parts("06_net").f([1.0])) > 3

@@ -39,7 +39,7 @@ def colab(monkeypatch):
     monkeypatch.setitem(sys.modules, "google.colab", colab_module)
     monkeypatch.setitem(sys.modules, "google.colab.drive", drive)
     monkeypatch.delenv("VAEKIT_WORKDIR", raising=False)
-    assert vaekit.in_colab()
+    assert vaekit.env._in_colab()
     return state
 
 
