@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--db-url", help="write the results into this nbgrader database (e.g. a PostgreSQL server "
                                     "shared by the machines of a sharded run) instead of OUT/nbgrader/gradebook.db")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--students", type=lambda t: tuple(x for x in t.split(",") if x), default=(),
+                   metavar="A,B", help="grade these students again even if their submission did not change")
+    g.add_argument("--fresh", action="store_true",
+                   help="forget the earlier results in OUT (they are backed up in OUT/backups/) and grade everyone")
     g.add_argument("--unsafe-no-sandbox", action="store_true",
                    help="run submissions WITHOUT the bubblewrap sandbox, with your user's rights (only for code "
                         "you trust, e.g. your own solutions on a machine without bubblewrap)")
@@ -79,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
         options = Options(jobs=args.jobs, timeout=args.timeout, notebook_timeout=args.notebook_timeout,
                           memory_mb=args.memory_limit, shard=args.shard, progress=not args.no_progress,
-                          db_url=args.db_url, unsafe_no_sandbox=args.unsafe_no_sandbox)
+                          db_url=args.db_url, unsafe_no_sandbox=args.unsafe_no_sandbox,
+                          students=args.students, fresh=args.fresh)
         try:
             return grade(args.submissions, args.out, options)
         except GradingError as exc:

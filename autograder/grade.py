@@ -18,6 +18,9 @@ done (an interruption loses only the students in progress).
 """
 from __future__ import annotations
 
+import datetime
+import hashlib
+import json
 import os
 import shutil
 import sys
@@ -53,6 +56,8 @@ class Options:
     progress: bool = True
     db_url: str | None = None     # a shared gradebook (e.g. PostgreSQL) instead of OUT/nbgrader's SQLite
     unsafe_no_sandbox: bool = False
+    students: tuple[str, ...] = ()  # grade these again even if their submission did not change
+    fresh: bool = False           # forget earlier results in OUT (after a backup) and grade everyone
 
 
 class GradingError(RuntimeError):
@@ -80,6 +85,21 @@ class Result:
     @property
     def max_score(self) -> float:
         return sum(m for _, _, m in self.cells)
+
+    def to_dict(self) -> dict:
+        """Everything but the notebook (that is on disk at graded_path): for OUT's state file."""
+        return {"student": self.student, "notebook": self.notebook, "status": self.status, "notes": self.notes,
+                "cells": [list(c) for c in self.cells], "seconds": self.seconds,
+                "graded_path": str(self.graded_path) if self.graded_path else None,
+                "verdicts": {k: [v.passed, v.message, v.misconception, v.timeout] for k, v in self.verdicts.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Result":
+        return cls(d["student"], d["notebook"], d["status"], list(d["notes"]),
+                   [(str(c), float(p), float(m)) for c, p, m in d["cells"]],
+                   {k: Verdict(bool(v[0]), str(v[1]), v[2], bool(v[3])) for k, v in d.get("verdicts", {}).items()},
+                   graded_path=Path(d["graded_path"]) if d.get("graded_path") else None,
+                   seconds=float(d.get("seconds", 0.0)))
 
 
 def data_dir() -> Path | None:
@@ -149,7 +169,170 @@ def _warm_cache(data: Path | None, cache: Path) -> None:
                 os.environ[k] = v
 
 
-# ------------------------------------------------------------------------------ grading
+# ------------------------------------------------------------------------------ one student
+@dataclass
+class Submission:
+    """One student's files as read where SUBMISSIONS is (the client): they travel as bytes.
+
+    files: released stem -> (the file's name, its bytes); found: what the name matching said.
+    """
+
+    student: str
+    files: dict[str, tuple[str, bytes]]
+    renamed: dict[str, str]
+    notes: dict[str, list[str]]
+
+    @property
+    def digest(self) -> str:
+        """A hash of what was submitted: an unchanged submission need not be graded again."""
+        h = hashlib.sha256()
+        for stem in sorted(self.files):
+            name, data = self.files[stem]
+            h.update(f"{stem}\0{name}\0{len(data)}\0".encode())
+            h.update(data)
+        return h.hexdigest()
+
+
+def read_submission(student: str, folder: Path, names: list[str], assignment: str) -> Submission:
+    """Find and read one student's notebooks (never follows a link, never writes)."""
+    found = find_notebooks(folder, names, assignment)
+    files = {}
+    for stem, path in found.files.items():
+        try:
+            files[stem] = (path.name, path.read_bytes())
+        except OSError as exc:
+            found.notes.setdefault(stem, []).append(f"{path.name} could not be read ({exc.strerror or exc})")
+    return Submission(student, files, dict(found.renamed), {k: list(v) for k, v in found.notes.items()})
+
+
+def run_settings(options: Options, instructor_paths: tuple[str, ...]) -> RunSettings:
+    """The per-notebook run settings of `options`; `instructor_paths` are what no sandbox may reach."""
+    return RunSettings(limits=Limits(memory_mb=options.memory_mb, cpu_seconds=options.notebook_timeout + 60),
+                       timeout=float(options.timeout), notebook_timeout=float(options.notebook_timeout),
+                       unsafe=options.unsafe_no_sandbox, instructor_paths=instructor_paths,
+                       shown_paths=(str(Path(sys.prefix).resolve()),))
+
+
+def blank(prep: Prepared, student: str, notebook: str, status: str, notes: list[str]) -> Result:
+    """A notebook with nothing to grade (missing, unreadable): zero on every test cell."""
+    return Result(student, notebook, status, notes, [(c, 0.0, m) for c, m in prep.refs[notebook].max_points.items()])
+
+
+def grade_submission(prep: Prepared, sub: Submission, settings: RunSettings, slot: int = 0,
+                     stopping=lambda: False) -> list[Result]:
+    """Intake, sandboxed run and judge for one student; returns a Result per released notebook.
+
+    Writes only into its own work folder under prep.base (slot: one per concurrent worker).
+    """
+    work = prep.base / "students" / f"slot{slot}"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "in").mkdir(parents=True)
+    intakes: dict[str, Intake] = {}
+    results: list[Result] = []
+    for n in prep.names:
+        notes = list(sub.notes.get(n, []))
+        if n not in sub.files:
+            results.append(blank(prep, sub.student, n, "missing", notes or [f"{n}.ipynb not found in the submission"]))
+            continue
+        path = work / "in" / f"{n}.ipynb"
+        path.write_bytes(sub.files[n][1])
+        try:
+            intake = take_in(prep.refs[n], path)
+        except Exception as exc:  # a bug of the grader on an odd notebook: report it, go on
+            intake = Intake("error", [f"the grader could not read this notebook ({type(exc).__name__})"])
+        intake.notes = notes + intake.notes
+        if n in sub.renamed and intake.nb is not None:
+            intake.status = worst(intake.status, "renamed")
+        intakes[n] = intake
+        if intake.nb is None:
+            results.append(blank(prep, sub.student, n, intake.status, intake.notes))
+    parts = work / "parts"
+    fallback = student_parts(parts, {n: i.nb for n, i in intakes.items()}, prep.releases)
+    for n, intake in intakes.items():
+        if intake.nb is None or stopping():
+            continue
+        run = run_notebook(intake.nb, prep.checks[n], settings,
+                           Mounts(harness=prep.harness, data=prep.data, cache=prep.cache, parts=parts),
+                           work / f"{n}.log", slot)
+        results.append(_result(prep, sub.student, n, intake, run, fallback, settings.unsafe))
+    return sorted(results, key=lambda r: r.notebook)
+
+
+def _result(prep: Prepared, student: str, n: str, intake: Intake, run: NotebookRun, fallback: list[str],
+            unsafe: bool) -> Result:
+    status = intake.status
+    if run.evidence:
+        status = worst(status, "tampered")
+    if run.timed_out:
+        status = worst(status, "timeout")
+    if run.crashed:
+        status = worst(status, "error")
+    notes = list(intake.notes) + [f"tampering: {e}" for e in run.evidence] + run.notes
+    uses = [m for m in fallback if m < n]
+    if uses and any(f'import_parts("{m}")' in c.source for c in prep.releases[n].cells for m in uses):
+        notes.append(f"no submission of {', '.join(uses)}: this notebook imported the release's stubs instead")
+    if unsafe:
+        notes.append("graded WITHOUT a sandbox (--unsafe-no-sandbox)")
+    cells = []
+    for grade_id, max_points in prep.refs[n].max_points.items():
+        verdict = run.verdicts.get(grade_id, Verdict(False, "not graded", "not_run"))
+        cells.append((grade_id, max_points if verdict.passed else 0.0, max_points))
+    graded = feedback.graded_notebook(intake.nb, prep.released_tests[n], run.verdicts,
+                                      {g: (p, m) for g, p, m in cells})
+    return Result(student, n, status, list(dict.fromkeys(notes)), cells, run.verdicts, graded, seconds=run.seconds)
+
+
+# ------------------------------------------------------------------------------ OUT's memory
+class State:
+    """OUT/.vaekit/state.json: each graded student's submission hash and result rows.
+
+    It is what lets a second `grade` into the same OUT regrade only what changed (and an
+    interrupted run go on where it stopped); `checks` is a hash of the hidden tests and
+    checks, so that changing them regrades everyone.
+    """
+
+    def __init__(self, out: Path):
+        self.path = out / ".vaekit" / "state.json"
+        data = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.checks: str | None = data.get("checks")
+        self.students: dict[str, dict] = data.get("students", {})
+
+    def results(self, student: str) -> list[Result]:
+        return [Result.from_dict(d) for d in self.students.get(student, {}).get("results", [])]
+
+    def record(self, student: str, digest: str, results: list[Result]) -> None:
+        self.students[student] = {"digest": digest, "results": [r.to_dict() for r in results]}
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"checks": self.checks, "students": self.students}, sort_keys=True))
+        os.replace(tmp, self.path)
+
+
+def checks_fingerprint() -> str:
+    """A hash of what decides the autograded points: the source notebooks and the hidden checks."""
+    h = hashlib.sha256()
+    for path in sorted(SOLUTIONS.glob("*.ipynb")) + sorted((REPO / "autograder" / "checks").glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def backup_out(out: Path) -> Path:
+    """Copy OUT's results (CSVs, state, gradebook, feedback) aside before they are replaced."""
+    target = out / "backups" / f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    target.mkdir(parents=True, exist_ok=False)
+    for name in ("grades.csv", "summary.csv", "report.csv", "checks.csv", "final_grades.csv", "final_summary.csv",
+                 ".vaekit", "nbgrader", "feedback"):
+        src = out / name
+        if src.is_dir():
+            shutil.copytree(src, target / name)
+        elif src.is_file():
+            shutil.copy2(src, target / name)
+    return target
+
+
+# ------------------------------------------------------------------------------ the class
 class Grader:
     def __init__(self, submissions: Path, out: Path, options: Options, course: Course | None = None):
         self.submissions = submissions
@@ -161,6 +344,7 @@ class Grader:
         self.lock = threading.Lock()
         self.bar = None
         self.stopping = False
+        self.state: State | None = None
 
     # -- input
     def students(self) -> dict[str, Path]:
@@ -175,6 +359,9 @@ class Grader:
                 found[entry.name] = entry
             else:
                 self.warnings.append(f"{entry.name}: not a student folder (ignored)")
+        unknown = sorted(set(self.options.students) - set(found))
+        if unknown:
+            raise GradingError(f"--students names {', '.join(unknown)}, not found in {self.submissions}")
         if self.options.shard:
             i, n = self.options.shard
             found = {s: p for k, (s, p) in enumerate(found.items()) if k % n == i - 1}
@@ -183,10 +370,7 @@ class Grader:
     def settings(self, base: Path) -> RunSettings:
         o = self.options
         instructor = tuple(str(p.resolve()) for p in (REPO, self.out, self.submissions, base))
-        shown = (str(Path(sys.prefix).resolve()),)
-        return RunSettings(limits=Limits(memory_mb=o.memory_mb, cpu_seconds=o.notebook_timeout + 60),
-                           timeout=float(o.timeout), notebook_timeout=float(o.notebook_timeout),
-                           unsafe=o.unsafe_no_sandbox, instructor_paths=instructor, shown_paths=shown)
+        return run_settings(o, instructor)
 
     def check_sandbox(self) -> None:
         if self.options.unsafe_no_sandbox:
@@ -195,68 +379,9 @@ class Grader:
         elif bwrap_path() is None:
             raise GradingError(f"grading needs a sandbox and bubblewrap (bwrap) is not installed: {INSTALL_HINT}")
 
-    # -- one student: intake, run + judge, results
-    def grade_student(self, prep: Prepared, student: str, folder: Path, slot: int) -> list[Result]:
-        found = find_notebooks(folder, prep.names, prep.course.assignment)
-        intakes: dict[str, Intake] = {}
-        results: list[Result] = []
-        for n in prep.names:
-            notes = list(found.notes.get(n, []))
-            if n not in found.files:
-                results.append(self.blank(prep, student, n, "missing", notes or [f"{n}.ipynb not found in the submission"]))
-                continue
-            try:
-                intake = take_in(prep.refs[n], found.files[n])
-            except Exception as exc:  # a bug of the grader on an odd notebook: report it, go on
-                intake = Intake("error", [f"the grader could not read this notebook ({type(exc).__name__})"])
-            intake.notes = notes + intake.notes
-            if n in found.renamed and intake.nb is not None:
-                intake.status = worst(intake.status, "renamed")
-            intakes[n] = intake
-            if intake.nb is None:
-                results.append(self.blank(prep, student, n, intake.status, intake.notes))
-        work = prep.base / "students" / f"slot{slot}"
-        shutil.rmtree(work, ignore_errors=True)
-        parts = work / "parts"
-        fallback = student_parts(parts, {n: i.nb for n, i in intakes.items()}, prep.releases)
-        for n, intake in intakes.items():
-            if intake.nb is None or self.stopping:
-                continue
-            run = run_notebook(intake.nb, prep.checks[n], self.settings(prep.base),
-                               Mounts(harness=prep.harness, data=prep.data, cache=prep.cache, parts=parts),
-                               work / f"{n}.log", slot)
-            results.append(self.result(prep, student, n, intake, run, fallback))
-        return results
-
-    def result(self, prep: Prepared, student: str, n: str, intake: Intake, run: NotebookRun,
-               fallback: list[str]) -> Result:
-        status = intake.status
-        if run.evidence:
-            status = worst(status, "tampered")
-        if run.timed_out:
-            status = worst(status, "timeout")
-        if run.crashed:
-            status = worst(status, "error")
-        notes = list(intake.notes) + [f"tampering: {e}" for e in run.evidence] + run.notes
-        uses = [m for m in fallback if m < n]
-        if uses and any(f"import_parts(\"{m}\")" in c.source for c in prep.releases[n].cells for m in uses):
-            notes.append(f"no submission of {', '.join(uses)}: this notebook imported the release's stubs instead")
-        if self.options.unsafe_no_sandbox:
-            notes.append("graded WITHOUT a sandbox (--unsafe-no-sandbox)")
-        cells = []
-        for grade_id, max_points in prep.refs[n].max_points.items():
-            verdict = run.verdicts.get(grade_id, Verdict(False, "not graded", "not_run"))
-            cells.append((grade_id, max_points if verdict.passed else 0.0, max_points))
-        graded = feedback.graded_notebook(intake.nb, prep.released_tests[n], run.verdicts, dict(
-            (g, (p, m)) for g, p, m in cells))
-        return Result(student, n, status, list(dict.fromkeys(notes)), cells, run.verdicts, graded, run.seconds)
-
-    def blank(self, prep: Prepared, student: str, notebook: str, status: str, notes: list[str]) -> Result:
-        cells = [(c, 0.0, m) for c, m in prep.refs[notebook].max_points.items()]
-        return Result(student, notebook, status, notes, cells)
-
     # -- output
-    def add(self, prep: Prepared, results: list[Result]) -> None:
+    def add(self, prep: Prepared, digest: str, results: list[Result]) -> None:
+        """One student graded: feedback pages, graded notebooks, state and CSVs (the only writer of OUT)."""
         for r in results:
             path = self.feedback_path(r)
             try:
@@ -269,8 +394,14 @@ class Grader:
         with self.lock:
             for r in results:
                 self.results[(r.student, r.notebook)] = r
-            report.write_csvs(self.out, list(self.results.values()), prep.names,
-                              {n: list(prep.refs[n].max_points) for n in prep.names})
+            if results and self.state is not None:
+                self.state.record(results[0].student, digest, results)
+                self.state.save()
+            self.write_csvs(prep)
+
+    def write_csvs(self, prep: Prepared) -> None:
+        report.write_csvs(self.out, list(self.results.values()), prep.names,
+                          {n: list(prep.refs[n].max_points) for n in prep.names})
 
     def feedback_path(self, r: Result) -> Path:
         return self.out / "feedback" / feedback.safe_name(r.student) / f"{r.notebook}.html"
@@ -290,56 +421,94 @@ class Grader:
         self.check_sandbox()
         students = self.students()
         self.out.mkdir(parents=True, exist_ok=True)
+        said = []
+        if self.options.fresh and any(self.out.iterdir()):
+            kept = backup_out(self.out)
+            for name in (".vaekit", "feedback", "nbgrader"):
+                shutil.rmtree(self.out / name, ignore_errors=True)
+            said.append(f"--fresh: earlier results backed up in {kept}, then started over")
+        self.state = State(self.out)
+        fingerprint = checks_fingerprint()
+        if self.state.students and self.state.checks != fingerprint:
+            said.append("the hidden tests or checks changed since the last run: every student is graded again")
+            self.state.students = {}
+        self.state.checks = fingerprint
         with tempfile.TemporaryDirectory(prefix="vaekit-grade-", ignore_cleanup_errors=True) as tmp:
             base = Path(tmp)
             self.say("building the release with nbgrader…")
             prep = prepare(base, self.course)
             for w in self.warnings:
                 self.say(f"warning: {w}")
-            self.grade_all(prep, students)
+            todo, unchanged = self.plan(prep, students)
+            for student in sorted(self.state.students):
+                if student not in students and not self.options.shard:
+                    unchanged.append(student)   # no longer in SUBMISSIONS: their results stay
+            for student in unchanged:
+                for r in self.state.results(student):
+                    self.results[(r.student, r.notebook)] = r
+            self.write_csvs(prep)
+            self.grade_all(prep, todo)
             kept = gradebook.export(self.out, prep.base / "release-course", prep.course, list(self.results.values()),
                                     self.options.db_url)
-        run = [r.seconds for r in self.results.values() if r.seconds]
+        graded_now = {s.student for s in todo}
+        run = [r.seconds for r in self.results.values() if r.seconds and r.student in graded_now]
         per = f"; {len(run)} notebook(s) run, {sum(run) / len(run):.1f} s each on average" if run else ""
-        self.say(f"graded {len({r.student for r in self.results.values()})} student(s) in "
-                 f"{time.monotonic() - t0:.0f} s{per}{'; NO SANDBOX' if self.options.unsafe_no_sandbox else ''}")
+        self.say(f"graded {len(todo)} student(s) in {time.monotonic() - t0:.0f} s{per}"
+                 f"{'; NO SANDBOX' if self.options.unsafe_no_sandbox else ''}")
+        said.append(f"graded {len(todo)} new or changed submission(s), kept {len(unchanged)} unchanged")
         if kept:
-            self.say(kept)
+            said.append(kept)
+        self.say("; ".join(said))
         self.say(f"grades:   {self.out / 'grades.csv'}\nsummary:  {self.out / 'summary.csv'}\n"
                  f"report:   {self.out / 'report.csv'}\nfeedback: {self.out / 'feedback'}/<student>/<notebook>.html\n"
                  f"nbgrader course for manual grading (formgrader): {self.out / 'nbgrader'}")
         return 0
 
-    def grade_all(self, prep: Prepared, students: dict[str, Path]) -> None:
-        total = len(students) * len(prep.names)
-        self.say(f"grading {len(students)} student(s) with {self.options.jobs} worker(s), each notebook in "
+    def plan(self, prep: Prepared, students: dict[str, Path]) -> tuple[list[Submission], list[str]]:
+        """Which students to grade now (new, changed, or named by --students) and which to keep."""
+        todo, unchanged = [], []
+        assert self.state is not None
+        for student, folder in students.items():
+            sub = read_submission(student, folder, prep.names, prep.course.assignment)
+            known = self.state.students.get(student)
+            if known and known.get("digest") == sub.digest and student not in self.options.students:
+                unchanged.append(student)
+            else:
+                todo.append(sub)
+        return todo, unchanged
+
+    def grade_all(self, prep: Prepared, todo: list[Submission]) -> None:
+        """Grade `todo` on --jobs threads, each student in turn in a worker slot of its own."""
+        self.say(f"grading {len(todo)} student(s) with {self.options.jobs} worker(s), each notebook in "
                  f"{'NO sandbox' if self.options.unsafe_no_sandbox else 'its own sandbox'}…")
-        if self.options.progress:
+        if self.options.progress and todo:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="notebook", desc="grading", file=sys.stderr, dynamic_ncols=True)
+            self.bar = tqdm(total=len(todo) * len(prep.names), unit="notebook", desc="grading", file=sys.stderr,
+                            dynamic_ncols=True)
         slots = list(range(max(1, self.options.jobs)))
         slot_lock = threading.Lock()
+        settings = self.settings(prep.base)
 
-        def one(item: tuple[str, Path]) -> None:
+        def one(sub: Submission) -> None:
             if self.stopping:
                 return
             with slot_lock:
                 slot = slots.pop()
             try:
-                results = self.grade_student(prep, item[0], item[1], slot)
+                results = grade_submission(prep, sub, settings, slot, lambda: self.stopping)
             finally:
                 with slot_lock:
                     slots.append(slot)
             if self.stopping:
                 return
-            self.add(prep, results)
+            self.add(prep, sub.digest, results)
             if self.bar is not None:
                 self.bar.update(len(results))
 
         try:
             with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-                futures = [pool.submit(one, item) for item in students.items()]
+                futures = [pool.submit(one, sub) for sub in todo]
                 for f in futures:
                     while not f.done():
                         time.sleep(0.2)
