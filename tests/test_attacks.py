@@ -360,7 +360,8 @@ hog()
 '''
 
 # shared memory is not "data": the kernel's memory limit must still hold it. If the 6 GB
-# (six times --memory-limit, beyond the address-space cap too) are granted, ae_loss becomes the honest one and would score.
+# (six times --memory-limit, beyond the address-space cap too) are granted, ae_loss becomes the
+# honest one and would score.
 SHARED_MEMORY_BOMB = '''
 import mmap, os
 granted = 0
@@ -452,10 +453,11 @@ HTML_ANSWER = '''<script>window.PWNED_{token} = 1</script>
 
 def html_outputs(token: str) -> list:
     new = nbformat.v4.new_output
-    svg = f'<svg xmlns="http://www.w3.org/2000/svg" onload="window.PWNED_{token}=9"><script>window.PWNED_{token}=10</script></svg>'
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" onload="window.PWNED_{token}=9">'
+           f'<script>window.PWNED_{token}=10</script></svg>')
     return [
-        new("display_data", data={"text/html": f"<script>window.PWNED_{token}=11</script><img src=x onerror=\"window.PWNED_{token}=12\">",
-                                  "text/plain": "x"}),
+        new("display_data", data={"text/html": f"<script>window.PWNED_{token}=11</script>"
+                                               f"<img src=x onerror=\"window.PWNED_{token}=12\">", "text/plain": "x"}),
         new("display_data", data={"application/javascript": f"window.PWNED_{token}=13"}),
         new("display_data", data={"image/svg+xml": svg}),
         new("execute_result", data={"text/html": f"<a href='javascript:window.PWNED_{token}=14'>a</a>",
@@ -639,8 +641,8 @@ def batch(tmp_path_factory):
     runs = []
     for k in range(3):
         subs, out = base / f"submissions{k}", base / f"out{k}"
-        ctx = dict(token=TOKEN, repo=str(REPO), subs=str(subs), out=str(out), mark=str(sentinel),
-                   mark_dir=str(beside))
+        ctx = {"token": TOKEN, "repo": str(REPO), "subs": str(subs), "out": str(out), "mark": str(sentinel),
+               "mark_dir": str(beside)}
         planned = attacks(release, full, ctx)[k]
         for student, nb in controls.items():
             samples.write(nb, subs / student / f"{AE}.ipynb")
