@@ -45,7 +45,18 @@ AUDITED = {"open": "open", "os.listdir": "list", "os.scandir": "list", "os.remov
            "os.rename": "rename", "shutil.rmtree": "delete", "os.mkdir": "create"}
 
 
+_IMPORT_PATHS: set[str] = set()
+
+
 def _audit(event: str, args: tuple) -> None:
+    if event == "import" and len(args) > 2 and isinstance(args[2], list):
+        # a folder put on sys.path is where imports look: the judge counts it as reaching for that
+        # folder when it is the instructor's (a missing folder is never opened, so "open" is not seen)
+        for entry in args[2]:
+            if isinstance(entry, str) and entry and entry not in _IMPORT_PATHS and len(AUDIT) < 200:
+                _IMPORT_PATHS.add(entry)
+                AUDIT.append(["import from", os.path.abspath(entry)])
+        return
     what = AUDITED.get(event)
     if what and args and isinstance(args[0], (str, bytes)) and len(AUDIT) < 200:
         path = args[0].decode(errors="replace") if isinstance(args[0], bytes) else args[0]

@@ -52,6 +52,10 @@ class Limits:
     """What one notebook's kernel may use. Enforced from outside the kernel."""
 
     memory_mb: int = 4096       # RLIMIT_DATA: allocations beyond it fail (MemoryError)
+    # RLIMIT_AS = memory_mb + this: RLIMIT_DATA does not count shared memory (an anonymous
+    # mmap, memfd_create), so the address space is capped too. torch (CUDA build), IPython and
+    # matplotlib map about 2.5 GB of libraries and reservations that they never fill.
+    address_slack_mb: int = 4096
     tmp_mb: int = 256           # the private tmpfs (HOME, /tmp, IPython's folder)
     file_mb: int = 256          # RLIMIT_FSIZE: largest file the kernel may write (its log included)
     processes: int = 256        # RLIMIT_NPROC (threads count), only where the sandbox has its own uid
@@ -272,6 +276,7 @@ class Sandbox:
     def _rlimits(limits: Limits) -> None:
         mb = 1024 * 1024
         for which, value in ((resource.RLIMIT_DATA, limits.memory_mb * mb), (resource.RLIMIT_FSIZE, limits.file_mb * mb),
+                             (resource.RLIMIT_AS, (limits.memory_mb + limits.address_slack_mb) * mb),
                              (resource.RLIMIT_CORE, 0), (resource.RLIMIT_CPU, limits.cpu_seconds)):
             resource.setrlimit(which, (value, value))
         if os.getuid() == 0:  # the sandbox gets a uid of its own: the process limit is its alone

@@ -246,7 +246,8 @@ class Channel:
             raise WireError("header too large")
         try:
             header = json.loads(self._read(size, deadline))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser goes,
+            # which must read as a broken protocol, not escape as an error of the grader's own
             raise WireError("header is not JSON") from None
         if not isinstance(header, dict):
             raise WireError("header is not an object")
