@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
                    metavar="A,B", help="grade these students again even if their submission did not change")
     g.add_argument("--fresh", action="store_true",
                    help="forget the earlier results in OUT (they are backed up in OUT/backups/) and grade everyone")
+    g.add_argument("--cold-kernels", action="store_true",
+                   help="start every kernel's sandbox from scratch instead of forking it from a warm server per "
+                        "worker that has imported torch (slower; the grades are the same)")
     g.add_argument("--unsafe-no-sandbox", action="store_true",
                    help="run submissions WITHOUT the bubblewrap sandbox, with your user's rights (only for code "
                         "you trust, e.g. your own solutions on a machine without bubblewrap)")
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         options = Options(jobs=args.jobs, timeout=args.timeout, notebook_timeout=args.notebook_timeout,
                           memory_mb=args.memory_limit, shard=args.shard, progress=not args.no_progress,
                           db_url=args.db_url, unsafe_no_sandbox=args.unsafe_no_sandbox,
-                          students=args.students, fresh=args.fresh)
+                          students=args.students, fresh=args.fresh, warm_kernels=not args.cold_kernels)
         try:
             return grade(args.submissions, args.out, options)
         except GradingError as exc:

@@ -43,6 +43,7 @@ from autograder.release import generate, prepare_course
 from autograder.run import NotebookRun, RunSettings, run_notebook
 from autograder.sandbox import INSTALL_HINT, Limits, Mounts, SandboxUnavailable, bwrap_path, write_harness
 from autograder.status import Verdict, worst
+from autograder.warm import WarmSlot
 from autograder.submissions import find_notebooks
 
 
@@ -56,6 +57,7 @@ class Options:
     progress: bool = True
     db_url: str | None = None     # a shared gradebook (e.g. PostgreSQL) instead of OUT/nbgrader's SQLite
     unsafe_no_sandbox: bool = False
+    warm_kernels: bool = True     # fork kernels from a warm server per slot (zygote.py) instead of cold starts
     students: tuple[str, ...] = ()  # grade these again even if their submission did not change
     fresh: bool = False           # forget earlier results in OUT (after a backup) and grade everyone
 
@@ -159,6 +161,9 @@ def _warm_cache(data: Path | None, cache: Path) -> None:
         import vaekit
 
         vaekit.load_mnist(root=str(data), download=False, verbose=False)
+        for path in cache.rglob("*"):  # written 0600 (mkstemp): the sandbox's own user must read them
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        cache.chmod(0o755)
     except Exception:  # no data here: each notebook's data cell then says so, and grading goes on
         pass
     finally:
@@ -218,15 +223,24 @@ def blank(prep: Prepared, student: str, notebook: str, status: str, notes: list[
     return Result(student, notebook, status, notes, [(c, 0.0, m) for c, m in prep.refs[notebook].max_points.items()])
 
 
+def slot_folder(prep: Prepared, slot: int) -> Path:
+    """The work folder of one grading slot; its parts/ folder is what that slot's sandboxes show."""
+    return prep.base / "students" / f"slot{slot}"
+
+
 def grade_submission(prep: Prepared, sub: Submission, settings: RunSettings, slot: int = 0,
-                     stopping=lambda: False) -> list[Result]:
+                     stopping=lambda: False, warm: WarmSlot | None = None) -> list[Result]:
     """Intake, sandboxed run and judge for one student; returns a Result per released notebook.
 
-    Writes only into its own work folder under prep.base (slot: one per concurrent worker).
+    Writes only into its own slot's work folder under prep.base (one slot per concurrent
+    worker). Its parts/ folder keeps its identity (a warm server's sandbox shows it): only
+    the files in it are replaced.
     """
-    work = prep.base / "students" / f"slot{slot}"
-    shutil.rmtree(work, ignore_errors=True)
+    work = slot_folder(prep, slot)
+    shutil.rmtree(work / "in", ignore_errors=True)
     (work / "in").mkdir(parents=True)
+    for old in (work / "parts").glob("*") if (work / "parts").is_dir() else []:
+        old.unlink()
     intakes: dict[str, Intake] = {}
     results: list[Result] = []
     for n in prep.names:
@@ -253,7 +267,7 @@ def grade_submission(prep: Prepared, sub: Submission, settings: RunSettings, slo
             continue
         run = run_notebook(intake.nb, prep.checks[n], settings,
                            Mounts(harness=prep.harness, data=prep.data, cache=prep.cache, parts=parts),
-                           work / f"{n}.log", slot)
+                           work / f"{n}.log", slot, warm)
         results.append(_result(prep, sub.student, n, intake, run, fallback, settings.unsafe))
     return sorted(results, key=lambda r: r.notebook)
 
@@ -345,6 +359,7 @@ class Grader:
         self.bar = None
         self.stopping = False
         self.state: State | None = None
+        self.warm: dict[int, WarmSlot] = {}
 
     # -- input
     def students(self) -> dict[str, Path]:
@@ -489,6 +504,12 @@ class Grader:
         slots = list(range(max(1, self.options.jobs)))
         slot_lock = threading.Lock()
         settings = self.settings(prep.base)
+        if self.options.warm_kernels and not self.options.unsafe_no_sandbox:
+            for slot in slots:
+                folder = slot_folder(prep, slot)
+                (folder / "parts").mkdir(parents=True, exist_ok=True)
+                self.warm[slot] = WarmSlot(Mounts(harness=prep.harness, data=prep.data, cache=prep.cache,
+                                                  parts=folder / "parts"), settings.limits, folder / "zygote.log", slot)
 
         def one(sub: Submission) -> None:
             if self.stopping:
@@ -496,7 +517,7 @@ class Grader:
             with slot_lock:
                 slot = slots.pop()
             try:
-                results = grade_submission(prep, sub, settings, slot, lambda: self.stopping)
+                results = grade_submission(prep, sub, settings, slot, lambda: self.stopping, self.warm.get(slot))
             finally:
                 with slot_lock:
                     slots.append(slot)
@@ -517,9 +538,14 @@ class Grader:
             self.stopping = True
             raise
         finally:
+            for warm in self.warm.values():
+                warm.stop()
             if self.bar is not None:
                 self.bar.close()
                 self.bar = None
+            forks, cold = sum(w.forks for w in self.warm.values()), sum(w.failures for w in self.warm.values())
+            if self.warm:
+                self.say(f"warm kernels: {forks} forked" + (f", {cold} started cold after a failure" if cold else ""))
 
 
 def grade(submissions: Path, out: Path, options: Options | None = None) -> int:

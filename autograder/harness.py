@@ -409,22 +409,45 @@ def no_new_privileges() -> None:
         pass
 
 
-def main(argv: list[str]) -> int:
-    fd = int(argv[1])
-    drop_privileges()
-    no_new_privileges()
-    os.makedirs(os.environ.get("HOME", "/tmp/home"), exist_ok=True)
-    os.chdir(os.environ.get("HOME", "/tmp/home"))
+def _warm_up_torch() -> None:
+    """Trigger torch's lazy imports (the optimizers pull in sympy and the compiler stack, seconds of
+    CPU) on a throw-away model of our own, so that a forked kernel starts with them done."""
+    model = torch.nn.Linear(2, 1)
+    for optimizer in (torch.optim.Adam(model.parameters()), torch.optim.SGD(model.parameters(), lr=0.1)):
+        model(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    torch.distributions.Normal(torch.zeros(1), torch.ones(1)).log_prob(torch.zeros(1))
+    torch.autograd.gradcheck(lambda x: x * 2, (torch.ones(1, dtype=torch.float64, requires_grad=True),))
+
+
+def preload():
+    """Import what every notebook imports and make the shell: once per kernel, or once per zygote."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    import matplotlib.font_manager  # noqa: F401  (builds the font list once, not in every forked kernel)
+    import matplotlib.pyplot  # noqa: F401
+    from IPython.core.interactiveshell import InteractiveShell
+
+    try:
+        import vaekit  # noqa: F401
+    except ImportError:  # pragma: no cover - the sandbox always has it
+        pass
+    _warm_up_torch()
+    shell = InteractiveShell.instance(colors="nocolor")
+    shell.showtraceback = lambda *a, **k: None  # tracebacks are the student's own business
+    shell.run_cell("%matplotlib inline", store_history=False, silent=True)
+    return shell
+
+
+def serve_fd(shell, fd: int) -> int:
+    """Serve the judge on socket `fd` with `shell`; returns the process's exit code."""
+    home = os.environ.get("HOME", "/tmp/home")
+    os.makedirs(home, exist_ok=True)
+    os.chdir(home)
     # the student's prints go nowhere: nothing computed here reaches the feedback
     null = os.open(os.devnull, os.O_RDWR)
     for target in (0, 1):
         os.dup2(null, target)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    from IPython.core.interactiveshell import InteractiveShell
-
-    shell = InteractiveShell.instance(colors="nocolor")
-    shell.showtraceback = lambda *a, **k: None  # tracebacks are the student's own business
-    shell.run_cell("%matplotlib inline", store_history=False, silent=True)
     harness = Harness(wire.Channel.from_fd(fd), shell)
     sys.addaudithook(_audit)  # after the imports: only the notebook's own file accesses are seen
     try:
@@ -435,6 +458,13 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()
         return 3
     return 0
+
+
+def main(argv: list[str]) -> int:
+    fd = int(argv[1])
+    drop_privileges()
+    no_new_privileges()
+    return serve_fd(preload(), fd)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from nbformat.notebooknode import NotebookNode
 from autograder.judge import CheckCall, CheckTimeout, Kernel, KernelLost, judge_cell
 from autograder.sandbox import Limits, Mounts, Sandbox
 from autograder.status import Verdict
+from autograder.warm import WarmSlot
 
 RUN_KEY = "vaekit"  # cell metadata set by the intake: {"run": bool}
 
@@ -62,8 +63,12 @@ def cells_to_run(nb: NotebookNode) -> list[tuple[str, str]]:
 
 
 def run_notebook(nb: NotebookNode, checks: dict[str, list[CheckCall]], settings: RunSettings, mounts: Mounts,
-                 log: Path, slot: int = 0) -> NotebookRun:
-    """Run `nb`'s definitions in a sandbox and judge every test cell in `checks` (grade_id -> calls)."""
+                 log: Path, slot: int = 0, warm: WarmSlot | None = None) -> NotebookRun:
+    """Run `nb`'s definitions in a sandbox and judge every test cell in `checks` (grade_id -> calls).
+
+    warm: the grading slot's warm-kernel server (zygote.py), which forks kernels that are
+    isolated as a fresh sandbox is; without it (or when it fails) each kernel starts cold.
+    """
     result = NotebookRun()
     started = time.monotonic()
     deadline = started + settings.notebook_timeout
@@ -71,7 +76,7 @@ def run_notebook(nb: NotebookNode, checks: dict[str, list[CheckCall]], settings:
     restarts = 0
     definitions = cells_to_run(nb)
     while pending:
-        kernel = _start(settings, mounts, log, slot, result)
+        kernel = _start(settings, mounts, log, slot, result, warm)
         if kernel is None:
             break
         try:
@@ -110,13 +115,21 @@ def run_notebook(nb: NotebookNode, checks: dict[str, list[CheckCall]], settings:
     return result
 
 
-def _start(settings: RunSettings, mounts: Mounts, log: Path, slot: int, result: NotebookRun) -> Kernel | None:
-    try:
-        box, _ = Sandbox.start(mounts, settings.limits, log, slot=slot, unsafe=settings.unsafe)
-    except OSError as exc:
-        result.crashed = True
-        result.notes.append(f"the grading kernel did not start ({str(exc)[:200]})")
-        return None
+def _start(settings: RunSettings, mounts: Mounts, log: Path, slot: int, result: NotebookRun,
+           warm: WarmSlot | None = None) -> Kernel | None:
+    box = None
+    if warm is not None:
+        try:
+            box, _ = warm.kernel(settings.limits)
+        except OSError:  # the server failed: this kernel starts cold, and the grade is the same
+            warm.failures += 1
+    if box is None:
+        try:
+            box, _ = Sandbox.start(mounts, settings.limits, log, slot=slot, unsafe=settings.unsafe)
+        except OSError as exc:
+            result.crashed = True
+            result.notes.append(f"the grading kernel did not start ({str(exc)[:200]})")
+            return None
     return Kernel(box.channel, box, settings.timeout, instructor_paths=settings.instructor_paths,
                   shown_paths=settings.shown_paths)
 

@@ -92,6 +92,7 @@ def write_harness(folder: Path) -> Path:
     here = Path(__file__).resolve().parent
     shutil.copyfile(here / "harness.py", folder / "_vaekit_harness.py")
     shutil.copyfile(here / "wire.py", folder / "_vaekit_wire.py")
+    shutil.copyfile(here / "zygote.py", folder / "_vaekit_zygote.py")
     return folder
 
 
@@ -137,31 +138,33 @@ def _with_parents(dest: str, made: set[str]) -> list[str]:
 class Sandbox:
     """One running harness in its sandbox; `channel` is the judge's end of its socket."""
 
-    def __init__(self, proc: subprocess.Popen, channel: wire.Channel, pid: int | None, unsafe: bool):
+    def __init__(self, proc: subprocess.Popen, channel: wire.Channel | None, pid: int | None, unsafe: bool):
         self.proc = proc
         self.channel = channel
         self.pid = pid          # the harness's PID as seen from here (PID 1 inside)
         self.unsafe = unsafe
 
     @classmethod
-    def start(cls, mounts: Mounts, limits: Limits, log: Path, slot: int = 0, unsafe: bool = False,
-              ready_timeout: float = 120) -> tuple["Sandbox", dict]:
-        """Start a harness; returns it and its 'ready' message. Raises SandboxUnavailable, OSError."""
-        judge_end, kernel_end = wire.socketpair()
-        fd = kernel_end.fileno()
+    def launch(cls, mounts: Mounts, limits: Limits, log: Path, args: list[str], sock, slot: int = 0,
+               unsafe: bool = False, nested_namespaces: bool = False) -> "Sandbox":
+        """Start `python ARGS FD` in a sandbox, FD being `sock` passed in; no wait for it to be ready.
+
+        nested_namespaces: allow the sandbox to make user namespaces of its own (the warm-kernel
+        server does, for each kernel it forks); a plain kernel's sandbox may not.
+        """
+        fd = sock.fileno()
         env = cls._env(mounts, limits, fd, unsafe, slot)
         info_r = info_w = None
         if unsafe:
-            python_path = os.pathsep.join([str(mounts.harness), str(REPO)])
-            env["PYTHONPATH"] = python_path
-            cmd = [sys.executable, "-m", "_vaekit_harness", str(fd)]
+            env["PYTHONPATH"] = os.pathsep.join([str(mounts.harness), str(REPO)])
+            cmd = [sys.executable, *args, str(fd)]
             pass_fds: tuple[int, ...] = (fd,)
         else:
             bwrap = bwrap_path()
             if bwrap is None:
                 raise SandboxUnavailable(f"bubblewrap (bwrap) is not installed: {INSTALL_HINT}")
             info_r, info_w = os.pipe()
-            cmd = [bwrap, *cls._bwrap_args(mounts, limits, env, info_w), sys.executable, "-m", "_vaekit_harness",
+            cmd = [bwrap, *cls._bwrap_args(mounts, limits, env, info_w, nested_namespaces), sys.executable, *args,
                    str(fd)]
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
             pass_fds = (fd, info_w)
@@ -169,12 +172,22 @@ class Sandbox:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
                                     env=env, pass_fds=pass_fds, start_new_session=True, close_fds=True,
                                     preexec_fn=lambda: cls._rlimits(limits), cwd="/")
-        kernel_end.close()
         pid = proc.pid if unsafe else None
         if info_w is not None:
             os.close(info_w)
             pid = cls._child_pid(info_r, proc)
-        box = cls(proc, wire.Channel(judge_end), pid, unsafe)
+        return cls(proc, None, pid, unsafe)
+
+    @classmethod
+    def start(cls, mounts: Mounts, limits: Limits, log: Path, slot: int = 0, unsafe: bool = False,
+              ready_timeout: float = 120) -> tuple["Sandbox", dict]:
+        """Start a harness; returns it and its 'ready' message. Raises SandboxUnavailable, OSError."""
+        judge_end, kernel_end = wire.socketpair()
+        try:
+            box = cls.launch(mounts, limits, log, ["-m", "_vaekit_harness"], kernel_end, slot=slot, unsafe=unsafe)
+        finally:
+            kernel_end.close()
+        box.channel = wire.Channel(judge_end)
         try:
             ready, _ = box.channel.recv(time.monotonic() + ready_timeout)
         except wire.WireError:
@@ -244,7 +257,8 @@ class Sandbox:
         return env
 
     @staticmethod
-    def _bwrap_args(mounts: Mounts, limits: Limits, env: dict[str, str], info_fd: int) -> list[str]:
+    def _bwrap_args(mounts: Mounts, limits: Limits, env: dict[str, str], info_fd: int,
+                    nested_namespaces: bool = False) -> list[str]:
         root = os.getuid() == 0
         args = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
                 "--die-with-parent", "--new-session", "--as-pid-1", "--info-fd", str(info_fd),
@@ -253,7 +267,9 @@ class Sandbox:
             # no user namespace: the harness drops to its own unprivileged uid before any student code
             args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
         else:
-            args += ["--unshare-user", "--uid", "1000", "--gid", "1000", "--disable-userns"]
+            args += ["--unshare-user", "--uid", "1000", "--gid", "1000"]
+            if not nested_namespaces:
+                args.append("--disable-userns")
         args += _system_binds()
         made: set[str] = set()
         for r in _python_roots():
@@ -301,7 +317,8 @@ class Sandbox:
                     os.kill(pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        self.channel.close()
+        if self.channel is not None:
+            self.channel.close()
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not take this long
@@ -310,6 +327,7 @@ class Sandbox:
     def close(self, timeout: float = 5) -> None:
         """Ask the harness to exit; kill it if it does not."""
         try:
+            assert self.channel is not None
             self.channel.send({"op": "bye", "id": 0}, deadline=time.monotonic() + 1)
             self.proc.wait(timeout)
         except (wire.WireError, subprocess.TimeoutExpired, OSError):

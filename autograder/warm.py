@@ -40,8 +40,9 @@ class WarmKernel:
             return
         self.closed = True
         self.channel.close()
-        if not self.slot.request({"op": "signal", "pid": self.pid, "sig": int(signal.SIGKILL)}, fail_ok=True) \
-                or self.slot.request({"op": "reap", "pid": self.pid, "timeout": 10}, fail_ok=True) is None:
+        signalled = self.slot.request({"op": "signal", "pid": self.pid, "sig": int(signal.SIGKILL)}, fail_ok=True)
+        reaped = self.slot.request({"op": "reap", "pid": self.pid, "timeout": 10}, fail_ok=True)
+        if signalled is None or reaped is None or reaped.get("code") is None:
             self.slot.stop()  # the server is not answering: it goes, with whatever it was serving
 
     def close(self, timeout: float = 5) -> None:
@@ -60,7 +61,8 @@ class WarmSlot:
         self.box: Sandbox | None = None
         self.control: socket.socket | None = None
         self._buffer = b""
-        self.forks = 0
+        self.forks = 0        # kernels forked
+        self.failures = 0     # kernels that had to start cold instead
 
     def start(self, timeout: float = 180) -> None:
         judge_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

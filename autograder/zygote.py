@@ -96,6 +96,8 @@ def _become_kernel(limits: dict, channel_fd: int) -> None:
     mb = 1024 * 1024
     for which, value in ((resource.RLIMIT_DATA, int(limits.get("memory_mb", 4096)) * mb),
                          (resource.RLIMIT_FSIZE, int(limits.get("file_mb", 256)) * mb),
+                         (resource.RLIMIT_AS, (int(limits.get("memory_mb", 4096))
+                                               + int(limits.get("address_slack_mb", 4096))) * mb),
                          (resource.RLIMIT_CORE, 0), (resource.RLIMIT_CPU, int(limits.get("cpu_seconds", 1800)))):
         resource.setrlimit(which, (value, value))
     drop_capabilities()

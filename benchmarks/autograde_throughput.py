@@ -1,6 +1,6 @@
-"""Autograde throughput: `python -m autograder grade` (sandboxed, --jobs 1 and 2; and without the
-sandbox, --unsafe-no-sandbox) against stock `nbgrader autograde` run serially, over the same
-synthetic class, in one run.
+"""Autograde throughput: `python -m autograder grade` (sandboxed with warm kernels at --jobs 1 and 2,
+with cold sandboxes, and without the sandbox) against stock `nbgrader autograde` run serially,
+over the same synthetic class, in one run.
 
 The class: copies of the demo's students (full solutions, untouched stubs, a buggy student),
 `--students` in all, `--notebooks` of the course. Stock nbgrader gets the same submissions in
@@ -87,8 +87,9 @@ def main() -> None:
         grade = [sys.executable, "-m", "autograder", "grade", "--no-progress"]
         setup = run([*grade, str(tmp / "empty"), "--out", str(tmp / "out-empty")], env, cwd=REPO)
         times = {}
-        for name, extra in (("autograder --jobs 1 (sandbox)", ["--jobs", "1"]),
-                            ("autograder --jobs 2 (sandbox)", ["--jobs", "2"]),
+        for name, extra in (("autograder --jobs 1 (sandbox, warm)", ["--jobs", "1"]),
+                            ("autograder --jobs 2 (sandbox, warm)", ["--jobs", "2"]),
+                            ("autograder --jobs 2 (sandbox, cold)", ["--jobs", "2", "--cold-kernels"]),
                             ("autograder --jobs 2 --unsafe-no-sandbox", ["--jobs", "2", "--unsafe-no-sandbox"])):
             out = tmp / f"out-{len(times)}"
             times[name] = run([*grade, str(subs), "--out", str(out), *extra], env, cwd=REPO)
@@ -122,10 +123,12 @@ def main() -> None:
     for name, seconds in times.items():
         marginal = (seconds - (0 if name.startswith("stock") else setup)) / n_notebooks
         print(f"{name:<42} {seconds:>8.1f} {seconds / n_notebooks:>11.2f} {marginal:>14.2f} {seconds / base:>9.2f}")
-    j2, j2unsafe = times["autograder --jobs 2 (sandbox)"], times["autograder --jobs 2 --unsafe-no-sandbox"]
+    j2, j2cold = times["autograder --jobs 2 (sandbox, warm)"], times["autograder --jobs 2 (sandbox, cold)"]
+    j2unsafe = times["autograder --jobs 2 --unsafe-no-sandbox"]
     print(
-        f"ratio sandbox/no sandbox (jobs 2): {j2 / j2unsafe:.2f}   ratio stock/sandbox jobs 2: {base / j2:.2f} "
-        f"(target >= 2)   marginal s/notebook, sandbox, jobs 2: {(j2 - setup) / n_notebooks:.2f} (target <= 2)"
+        f"ratio cold/warm (jobs 2): {(j2cold - setup) / (j2 - setup):.2f} (marginal)   ratio sandbox warm/no sandbox: "
+        f"{j2 / j2unsafe:.2f}   ratio stock/sandbox warm jobs 2: {base / j2:.2f} (target >= 2)   "
+        f"marginal s/notebook, sandbox warm, jobs 2: {(j2 - setup) / n_notebooks:.2f} (target <= 2)"
     )
 
 
