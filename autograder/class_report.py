@@ -296,7 +296,7 @@ def similarity(inp: Inputs, threshold: float = THRESHOLD, common_fraction: float
             filtered_of: dict[str, tuple[str, object, np.ndarray]] = {}     # source -> (filtered, offsets, kgrams)
             own: dict[str, str] = {}
             for student, answers in students.items():
-                src = answers.get(cell, "")
+                src = answers.get(cell, "")  # noqa: B007
                 if not src.strip() or src.strip() == stub.strip():
                     continue  # unchanged stub: nothing of the student's
                 if src not in filtered_of:
@@ -331,8 +331,13 @@ def similarity(inp: Inputs, threshold: float = THRESHOLD, common_fraction: float
                     for i, a in enumerate(who):
                         for b in who[i + 1:]:
                             shared[a, b] += 1
+        size = Counter()
+        for fps in prints.values():
+            for student, fp in fps.items():
+                size[student] += len(fp.hashes)
         for (a, b), n in shared.items():
-            if n < MIN_SHARED:
+            # too few fingerprints in common to reach the threshold: not worth comparing
+            if n < MIN_SHARED or n < 0.5 * threshold * (size[a] + size[b]) / 2:
                 continue
             tok_a = tok_b = cov_a = cov_b = 0.0
             shown = []
@@ -344,7 +349,7 @@ def similarity(inp: Inputs, threshold: float = THRESHOLD, common_fraction: float
                     continue
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    overlap, (sim_a, sim_b), (sa, sb) = compare_files(fa, fb)
+                    overlap, (_, sim_b), (sa, sb) = compare_files(fa, fb)
                 if overlap == 0:
                     continue
                 tok_a += float(overlap)
