@@ -1,4 +1,4 @@
-"""python -m autograder {release,grade,feedback,publish,demo} — see README.md, section Instructors."""
+"""python -m autograder {release,grade,feedback,report,publish,demo} — see README.md, section Instructors."""
 from __future__ import annotations
 
 import argparse
@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
                         "you trust, e.g. your own solutions on a machine without bubblewrap)")
     fb = sub.add_parser("feedback", help="after manual grading in OUT/nbgrader: feedback and final grades again")
     fb.add_argument("out", type=Path, help="the --out folder of `grade`")
+    rep = sub.add_parser("report", help="OUT/class_report.html: scores, pass rates, misconceptions, statuses, "
+                                        "similar code (for the instructor), from OUT's CSVs and graded notebooks")
+    rep.add_argument("out", type=Path, help="the --out folder of `grade` (or the union of several shards' OUT)")
+    rep.add_argument("--top", type=_positive, default=20, help="rows of each long table on the page (default 20)")
+    rep.add_argument("--no-similarity", action="store_true", help="skip the similar-code section")
     pub = sub.add_parser("publish", help="write the public student repository (release + vaekit only) into DIR",
                          description="Write the released notebooks, vaekit and a student README into DIR, a clone "
                                      "of the public course repository. Only files that publish wrote before (listed "
@@ -105,6 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         except GradingError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    if args.command == "report":
+        from autograder.class_report import build
+
+        try:
+            print(f"class report: {build(args.out, top=args.top, similar=not args.no_similarity)}")
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "publish":
         from autograder.publish import PublishError, publish
 

@@ -112,6 +112,7 @@ def demo(out: Path = Path("demo_output"), jobs: int = 2) -> int:
     print(f"per student:   {grades / 'summary.csv'}")
     print(f"what happened: {grades / 'report.csv'}")
     print(f"feedback:      {grades / 'feedback'}/<student>/<notebook>.html (no hidden tests)")
+    print(f"class report:  {grades / 'class_report.html'} (instructor only: misconceptions, similar code)")
     print(f"\nnext: grade the written answers in nbgrader's formgrader (course folder {grades / 'nbgrader'}),\n"
           f"then `python -m autograder feedback {grades}` puts those points into the feedback\n"
           f"and writes {grades / 'final_grades.csv'}")

@@ -10,6 +10,7 @@ The pipeline, one module per stage, data moving one way:
     gradebook   (gradebook.py) nbgrader's gradebook and course folder in OUT/nbgrader
     feedback    (feedback.py)  OUT/feedback/<student>/<notebook>.html
     report      (report.py)    OUT/grades.csv, summary.csv, report.csv, checks.csv
+    class report (class_report.py) OUT/class_report.html and class_report/*.csv, from the above
 
 `Grader` only wires the stages together: it prepares what every student's grading
 needs once (`Course` below: the release, the references, the hidden checks), grades
@@ -477,7 +478,18 @@ class Grader:
         self.say(f"grades:   {self.out / 'grades.csv'}\nsummary:  {self.out / 'summary.csv'}\n"
                  f"report:   {self.out / 'report.csv'}\nfeedback: {self.out / 'feedback'}/<student>/<notebook>.html\n"
                  f"nbgrader course for manual grading (formgrader): {self.out / 'nbgrader'}")
+        self.class_report()
         return 0
+
+    def class_report(self) -> None:
+        """OUT/class_report.html for the instructor; a failure of it never fails grading."""
+        try:
+            from autograder.class_report import build
+
+            self.say(f"class report (instructor only): {build(self.out)}")
+        except Exception as exc:
+            self.say(f"warning: the class report could not be built ({type(exc).__name__}: {exc}); "
+                     f"the grades are complete, try `python -m autograder report {self.out}`")
 
     def plan(self, prep: Prepared, students: dict[str, Path]) -> tuple[list[Submission], list[str]]:
         """Which students to grade now (new, changed, or named by --students) and which to keep."""

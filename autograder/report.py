@@ -2,8 +2,8 @@
 
 * grades.csv   one row per student × notebook × test cell: student,notebook,cell,points,max_points,status
 * summary.csv  one row per student: total, maximum, each notebook's points, worst status
-* report.csv   one row per student × notebook: status, points, and what happened (the evidence of a
-               `tampered` status included)
+* report.csv   one row per student × notebook: status, points, what happened (the evidence of a
+               `tampered` status included) and the seconds its run took (empty when it was not run)
 * checks.csv   one row per student × notebook × test cell: the judge's verdict, its message and the
                misconception id of the mistake it names (for the class report)
 """
@@ -55,9 +55,10 @@ def write_csvs(out: Path, results: list["Result"], names: list[str], cell_order:
             continue  # still being graded
         summary.append([student, fmt(sum(r.score for r in mine.values())), fmt(sum(r.max_score for r in mine.values())),
                         *(fmt(mine[n].score) for n in names), worst(*(mine[n].status for n in names))])
-    detail = [["student", "notebook", "status", "points", "max_points", "detail"]]
+    detail = [["student", "notebook", "status", "points", "max_points", "detail", "seconds"]]
     for r in results:
-        detail.append([r.student, r.notebook, r.status, fmt(r.score), fmt(r.max_score), "; ".join(r.notes)])
+        detail.append([r.student, r.notebook, r.status, fmt(r.score), fmt(r.max_score), "; ".join(r.notes),
+                       f"{r.seconds:.1f}" if r.seconds else ""])
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in (("grades.csv", grades), ("summary.csv", summary), ("report.csv", detail),
                        ("checks.csv", checks)):

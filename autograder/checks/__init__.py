@@ -3,7 +3,9 @@
 Students never see this package: the release strips the hidden test cells that
 import it, it is not part of the installed vaekit, and feedback never shows its
 source. Each check raises AssertionError with a message that names the property
-that failed in words a student can act on, never a reference value.
+that failed in words a student can act on, never a reference value, and a stable
+misconception id for the class report (`require(..., misconception="kl.no_half")`,
+or `raise Mistake(message, misconception=...)`).
 
 Checks that exercise one graded function swap the student's other graded
 functions for the reference ones while they run (`swapped`), so one mistake
@@ -66,9 +68,25 @@ def sigma_tolerance(sigma: float, n: int, k: float = 5.0) -> float:
     return k * sigma / math.sqrt(2 * n)
 
 
-def require(condition, message: str) -> None:
+class Mistake(AssertionError):
+    """A failing check that names a known mistake; `misconception` is its stable id.
+
+    The id (e.g. "reparameterize.sigma_squared") groups the students who made the mistake in
+    the class report whatever the message's wording; the judge reads it from the exception.
+    """
+
+    def __init__(self, message: str, misconception: str | None = None):
+        super().__init__(message)
+        self.misconception = misconception
+
+    def __reduce__(self):
+        return type(self), (str(self), self.misconception)
+
+
+def require(condition, message: str, misconception: str | None = None) -> None:
+    """Fail the check with `message` (for the student) and `misconception` (its stable id) unless condition."""
     if not condition:
-        raise AssertionError(message)
+        raise Mistake(message, misconception)
 
 
 class Recorder(torch.nn.Module):

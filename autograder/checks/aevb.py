@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn as nn
 
-from autograder.checks import require
+from autograder.checks import Mistake, require
 
 IMAGE_SHAPE = (1, 28, 28)
 NUM_PIXELS = 28 * 28
@@ -58,8 +58,9 @@ class LinearGaussian(nn.Module):
             return x.flatten(-3)
         if x.shape[-1] == NUM_PIXELS:
             return x
-        raise AssertionError(f"the model got images of shape {tuple(x.shape)}: pass x as (B, 1, 28, 28) "
-                             f"(repeated or expanded over the samples if you like)")
+        raise Mistake(f"the model got images of shape {tuple(x.shape)}: pass x as (B, 1, 28, 28) "
+                             f"(repeated or expanded over the samples if you like)",
+                             misconception="loglik.image_shape")
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of the true posterior p(z | x), each (B, D)."""
@@ -129,7 +130,8 @@ class LinearGaussian(nn.Module):
         top = float(self.marginal().log_prob(self.b).double())
         rows = []
         for t in targets:
-            require(t <= top, f"internal: no image has log p(x) = {t}")  # pragma: no cover - a check bug
+            require(t <= top, f"internal: no image has log p(x) = {t}",
+                    misconception="loglik.internal")  # pragma: no cover - a check bug
             rows.append(self.b.double() + math.sqrt(2 * self.noise_var * (top - t)) * u)
         return torch.stack(rows).to(self.W.dtype).unflatten(-1, IMAGE_SHAPE)
 
@@ -147,14 +149,16 @@ def _estimate(log_likelihood_estimate, model: LinearGaussian, x: torch.Tensor, n
     """Call the student's function; check it used the model and returned a tensor. Shape is the shape check's job."""
     model.calls.clear()
     out = log_likelihood_estimate(model, x, num_samples)
-    require(model.calls, "log_likelihood_estimate never called model.log_px_given_z: " + USE_THE_MODEL)
+    require(model.calls, "log_likelihood_estimate never called model.log_px_given_z: " + USE_THE_MODEL,
+            misconception="loglik.model_unused")
     require(isinstance(out, torch.Tensor),
-            f"log_likelihood_estimate should return a tensor of estimates, got {type(out).__name__}")
+            f"log_likelihood_estimate should return a tensor of estimates, got {type(out).__name__}",
+            misconception="loglik.not_tensor")
     out = out.detach().double()
     require(bool(torch.isfinite(out).all()),
             f"the estimate is not finite (inf or nan) {what}: exp() of a log-weight overflows when it is large "
             f"and underflows to 0 when it is very negative (its log is then -inf); work with the log-weights "
-            f"and torch.logsumexp over the samples, never with exp() of them")
+            f"and torch.logsumexp over the samples, never with exp() of them", misconception="loglik.not_finite")
     return out
 
 
@@ -164,7 +168,7 @@ def _per_image(out: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, to
         return out.reshape(()), truth.mean()
     require(tuple(out.shape) == tuple(truth.shape),
             f"expected one estimate per image, shape {tuple(truth.shape)}; got {tuple(out.shape)}: "
-            f"reduce over the samples only (logsumexp over that dimension)")
+            f"reduce over the samples only (logsumexp over that dimension)", misconception="loglik.shape")
     return out, truth
 
 
@@ -227,27 +231,31 @@ MISTAKES = {
 }
 
 
-def _diagnose(model, x, est, k) -> str:
-    """Name the mistake whose value matches the student's estimate, if one does (from the last call's samples)."""
+def _diagnose(model, x, est, k) -> tuple[str, str]:
+    """The mistake whose value matches the student's estimate, if one does (from the last call's samples):
+    (its words, its misconception id), or ("", "")."""
     groups = _samples_per_image(model, x)
     if groups is None:
-        return ""
+        return "", ""
     counts = {len(g) for g in groups}
     if counts != {k}:
         return (f"you evaluated log p(x | z) for {sorted(counts)} code(s) per image with num_samples = {k}: "
-                f"draw num_samples codes for every image")
+                f"draw num_samples codes for every image"), "loglik.wrong_sample_count"
     rtol = 1e-6 if model.W.dtype == torch.float64 else 1e-4
     for name, value in _candidates(model, x, groups, k).items():
         e, v = _per_image(est, value.double())
         if name in MISTAKES and torch.allclose(e, v, rtol=rtol, atol=1e-6):
-            return MISTAKES[name]
-    return ""
+            return MISTAKES[name], f"loglik.{name}"
+    return "", ""
 
 
-def _require(ok: bool, model, x, est, k, message: str, hint: str) -> None:
-    """Pass if ok; else raise `message`, followed by the mistake that explains the estimate or by `hint`."""
+def _require(ok: bool, model, x, est, k, message: str, hint: str, misconception: str) -> None:
+    """Pass if ok; else raise `message`, followed by the mistake that explains the estimate or by `hint`.
+
+    The misconception id is the diagnosed mistake's (e.g. loglik.no_prior), else `misconception`."""
     if not ok:
-        raise AssertionError(f"{message}: {_diagnose(model, x, est, k) or hint}")
+        words, mistake = _diagnose(model, x, est, k)
+        raise Mistake(f"{message}: {words or hint}", misconception=mistake or misconception)
 
 
 # --- the checks -----------------------------------------------------------------------
@@ -260,14 +268,16 @@ def check_shape(log_likelihood_estimate) -> None:
     for batch, k in ((5, 1), (5, 7), (1, 7)):
         out = _estimate(log_likelihood_estimate, model, x[:batch], k, "on a small model")
         if out.dim() == 0 and batch == 1:
-            raise AssertionError("for a batch of one image the estimate should still have shape (1,): "
-                                 "do not squeeze away the batch dimension")
+            raise Mistake("for a batch of one image the estimate should still have shape (1,): "
+                                 "do not squeeze away the batch dimension", misconception="loglik.squeezed_batch")
         if out.dim() == 0:
-            raise AssertionError("log_likelihood_estimate returns one number for the whole batch: return one "
-                                 "estimate per image, shape (B,) (reduce over the samples, not over the images)")
+            raise Mistake("log_likelihood_estimate returns one number for the whole batch: return one "
+                                 "estimate per image, shape (B,) (reduce over the samples, not over the images)",
+                                 misconception="loglik.batch_reduced")
         require(tuple(out.shape) == (batch,),
                 f"log_likelihood_estimate(model, x, num_samples={k}) for {batch} image(s) should have shape "
-                f"({batch},); got {tuple(out.shape)}: reduce over the num_samples samples only")
+                f"({batch},); got {tuple(out.shape)}: reduce over the num_samples samples only",
+                misconception="loglik.shape")
 
 
 def check_exact(log_likelihood_estimate) -> None:
@@ -283,7 +293,7 @@ def check_exact(log_likelihood_estimate) -> None:
                  "when the encoder is the true posterior, every weight p(x, z) / q(z | x) equals p(x), so the "
                  "estimate must equal log p(x) for any number of samples; yours does not",
                  "check the three log-densities (Gaussian constants, logvar = log σ²) and that you average "
-                 "the weights (logsumexp − log K)")
+                 "the weights (logsumexp − log K)", misconception="loglik.not_exact")
 
 
 def check_bounds(log_likelihood_estimate) -> None:
@@ -302,7 +312,7 @@ def check_bounds(log_likelihood_estimate) -> None:
     se = float(diff.std()) / math.sqrt(len(x)) if diff.dim() else 3.0 / math.sqrt(len(x))
     _require(abs(float(diff.mean())) < 5 * se + 1e-6, model, x, raw, 1,
              "with num_samples = 1 the estimate should equal the ELBO on average (a single weight p(x, z) / q(z | x))",
-             "check log p(x | z), log p(z) and log q(z | x)")
+             "check log p(x | z), log p(z) and log q(z | x)", misconception="loglik.not_elbo_at_k1")
 
     # K = 100: above the ELBO by most of the gap, and still not above log p(x)
     xs = x[:32]
@@ -313,11 +323,11 @@ def check_bounds(log_likelihood_estimate) -> None:
     words = "stays at the ELBO" if abs(mean_rise) < 0.25 * gap else "does not rise enough above the ELBO"
     _require(mean_rise >= 0.5 * gap, model, xs, raw, 100, f"with 100 samples the estimate {words}",
              "the average of K weights should approach p(x) as K grows; check that you average the weights, "
-             "not their logs (logsumexp over the samples minus log K)")
+             "not their logs (logsumexp over the samples minus log K)", misconception="loglik.not_rising")
     sd = math.sqrt(relvar / 100)
     _require(float((est - t).mean()) < 5 * sd / math.sqrt(est.numel()) + 1e-6, model, xs, raw, 100,
              "with 100 samples the estimate lies above log p(x) on average, which importance sampling cannot do",
-             "check that you subtract log K and subtract (not add) log q(z | x)")
+             "check that you subtract log K and subtract (not add) log q(z | x)", misconception="loglik.above_log_px")
 
     # K = 500: close to log p(x)
     xs = x[:16]
@@ -328,7 +338,7 @@ def check_bounds(log_likelihood_estimate) -> None:
     _require(abs(float((est - t).mean())) < 5 * sd / math.sqrt(est.numel()) + bias, model, xs, raw, 500,
              "with 500 samples the estimate has not converged to log p(x)",
              "with an encoder close to the posterior it should approach log p(x) as K grows (check the "
-             "log-weights and logsumexp − log K)")
+             "log-weights and logsumexp − log K)", misconception="loglik.not_converging")
 
 
 def check_stable(log_likelihood_estimate) -> None:
@@ -352,4 +362,4 @@ def check_stable(log_likelihood_estimate) -> None:
         _require(torch.allclose(est, t, rtol=0, atol=max(tol, 1e-6)), model, x, raw, k,
                  "the estimate is inaccurate when the log-weights are large in magnitude",
                  "compute it in log space with torch.logsumexp (which subtracts the largest log-weight "
-                 "before exponentiating)")
+                 "before exponentiating)", misconception="loglik.unstable")
