@@ -3,7 +3,7 @@
 Built only from what a grading run leaves in OUT, so it is the same for a local run, the
 union of several shards' OUT folders and a cluster run:
 
-* OUT/summary.csv, grades.csv, report.csv, checks.csv   (autograder/report.py)
+* OUT/summary.csv, grades.csv, report.csv, checks.csv, timing.csv   (autograder/report.py)
 * OUT/nbgrader/autograded/<student>/<assignment>/<notebook>.ipynb   the graded notebooks
 * OUT/nbgrader/release/<assignment>/<notebook>.ipynb                the released notebooks
 
@@ -103,6 +103,10 @@ class Inputs:
 def read(out: Path, similarity: bool = True) -> Inputs:
     summary, grades = _rows(out / "summary.csv"), _rows(out / "grades.csv")
     report, checks = _rows(out / "report.csv"), _rows(out / "checks.csv")
+    # run times live apart from report.csv, whose rows must not depend on how busy the machine was
+    seconds = {(r["student"], r["notebook"]): r.get("seconds", "") for r in _rows(out / "timing.csv")}
+    for r in report:
+        r.setdefault("seconds", seconds.get((r["student"], r["notebook"]), ""))
     notebooks = sorted({r["notebook"] for r in grades} | {r["notebook"] for r in report})
     inputs = Inputs(summary, grades, report, checks, notebooks)
     if not similarity:
@@ -538,7 +542,7 @@ def page(out: Path, inp: Inputs, t: Tables, values, rates, named, generic, statu
         th, tr = t.tables["timing"]
         parts.append(_table(th, [[e(r[0]), r[1], *(_fmt(c) for c in r[2:6]), e(r[6]), _fmt(r[7])] for r in tr], 99))
     else:
-        parts.append("<p>No times recorded (report.csv has no <code>seconds</code> column, or nothing was run).</p>")
+        parts.append("<p>No times recorded (no <code>timing.csv</code>, or nothing was run).</p>")
     # similarity
     parts.append("<h2 id='similarity'>Similar code (for the instructor only)</h2><div class='warn'>Pairs of "
                  "students whose code answers of a notebook are unusually alike, after discounting the released "

@@ -3,9 +3,11 @@
 * grades.csv   one row per student × notebook × test cell: student,notebook,cell,points,max_points,status
 * summary.csv  one row per student: total, maximum, each notebook's points, worst status
 * report.csv   one row per student × notebook: status, points, what happened (the evidence of a
-               `tampered` status included) and the seconds its run took (empty when it was not run)
+               `tampered` status included)
 * checks.csv   one row per student × notebook × test cell: the judge's verdict, its message and the
                misconception id of the mistake it names (for the class report)
+* timing.csv   one row per notebook run: the seconds it took (apart, so that the other CSVs do not
+               depend on the machine's load)
 """
 from __future__ import annotations
 
@@ -55,11 +57,13 @@ def write_csvs(out: Path, results: list["Result"], names: list[str], cell_order:
             continue  # still being graded
         summary.append([student, fmt(sum(r.score for r in mine.values())), fmt(sum(r.max_score for r in mine.values())),
                         *(fmt(mine[n].score) for n in names), worst(*(mine[n].status for n in names))])
-    detail = [["student", "notebook", "status", "points", "max_points", "detail", "seconds"]]
+    detail = [["student", "notebook", "status", "points", "max_points", "detail"]]
+    timing = [["student", "notebook", "seconds"]]
     for r in results:
-        detail.append([r.student, r.notebook, r.status, fmt(r.score), fmt(r.max_score), "; ".join(r.notes),
-                       f"{r.seconds:.1f}" if r.seconds else ""])
+        detail.append([r.student, r.notebook, r.status, fmt(r.score), fmt(r.max_score), "; ".join(r.notes)])
+        if r.seconds:
+            timing.append([r.student, r.notebook, f"{r.seconds:.1f}"])
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in (("grades.csv", grades), ("summary.csv", summary), ("report.csv", detail),
-                       ("checks.csv", checks)):
+                       ("checks.csv", checks), ("timing.csv", timing)):
         _write(out / name, rows)
