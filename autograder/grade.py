@@ -249,7 +249,8 @@ class Grader:
             cells.append((grade_id, max_points if verdict.passed else 0.0, max_points))
         graded = feedback.graded_notebook(intake.nb, prep.released_tests[n], run.verdicts, dict(
             (g, (p, m)) for g, p, m in cells))
-        return Result(student, n, status, list(dict.fromkeys(notes)), cells, run.verdicts, graded, run.seconds)
+        return Result(student, n, status, list(dict.fromkeys(notes)), cells, run.verdicts, graded,
+                      seconds=run.seconds)
 
     def blank(self, prep: Prepared, student: str, notebook: str, status: str, notes: list[str]) -> Result:
         cells = [(c, 0.0, m) for c, m in prep.refs[notebook].max_points.items()]
