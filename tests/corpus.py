@@ -39,7 +39,8 @@ def forward(self, x):
     return self.decode(self.encode(x)) + 0.5
 '''
 # patching the comparison a check might use, in the kernel: the judge compares in the grader's process
-PATCH = "import torch.testing\ntorch.testing.assert_close = lambda *args, **kwargs: None\ntorch.allclose = lambda *a, **k: True\n"
+PATCH = ("import torch.testing\ntorch.testing.assert_close = lambda *args, **kwargs: None\n"
+         "torch.allclose = lambda *a, **k: True\n")
 # reaching for the instructor's files: evidence of an attempt (tampered)
 SNOOP = ("try:\n    open({path!r}).read()\nexcept OSError:\n    pass\n")
 
@@ -177,8 +178,8 @@ def _hostile(f, put, out: Path) -> None:
     put("patched", AE, _edit_test(samples.insert_after(forward_bug, "ae_model", PATCH)), "repaired",
         ["test_ae_forward"])
     # reading the hidden checks (not shown in the sandbox): evidence, so tampered
-    put("snoop", AE, samples.insert_after(f, "ae_model", SNOOP.format(path=str(REPO / "autograder" / "checks" / "ae.py"))),
-        "tampered", [])
+    snoop = SNOOP.format(path=str(REPO / "autograder" / "checks" / "ae.py"))
+    put("snoop", AE, samples.insert_after(f, "ae_model", snoop), "tampered", [])
     # a submission under the wrong name, with extra files: nothing to grade, warnings
     samples.write(f, out / "misnamed" / "Autoencoder.ipynb")
     samples.write("my notes", out / "misnamed" / "notes.txt")

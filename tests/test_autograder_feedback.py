@@ -10,6 +10,7 @@ import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
+import corpus
 import nbformat
 import pytest
 
@@ -17,10 +18,8 @@ from autograder import feedback, samples
 from autograder.config import REPO
 from autograder.demo import make_submissions, table
 from autograder.grade import Result
-from autograder.intake import build_reference, rebuild, read_cells
+from autograder.intake import build_reference, read_cells, rebuild
 from autograder.status import Verdict
-
-import corpus
 
 AE = corpus.AE
 ATTACKS = {
@@ -84,7 +83,7 @@ def page(ae, tmp_path_factory):
 
 
 def test_graded_notebook_keeps_submitted_outputs_and_puts_verdicts_on_tests(page, ae):
-    rel, src, ref = ae
+    rel, _, _ = ae
     _, graded, _ = page
     for cell in graded.cells:
         meta = cell.metadata.get("nbgrader", {})

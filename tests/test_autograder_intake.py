@@ -6,6 +6,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import corpus
 import nbformat
 import pytest
 
@@ -14,8 +15,6 @@ from autograder.config import Course, load_course
 from autograder.intake import build_reference, read_cells, rebuild, take_in
 from autograder.run import RUN_KEY, cells_to_run
 from autograder.status import ORDER, worst
-
-import corpus
 
 AE = corpus.AE
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 
+import corpus
 import nbformat
 import pytest
 import torch
@@ -12,8 +13,6 @@ import torch
 from autograder import samples
 from autograder.config import SOLUTIONS
 from autograder.parts import build_parts, parts_source, student_parts
-
-import corpus
 
 AE, VAE = corpus.AE, "02_vae"
 
