@@ -17,7 +17,9 @@ def bugs_run(tmp_path_factory):
     assert todo, "no released notebook has known bugs"
     base = tmp_path_factory.mktemp("bugs")
     expected = corpus.build(release_dir, source_dir, base / "submissions", basics=False, hostile=False, bugs=todo)
-    result = corpus.grade(base / "submissions", base / "out", 2)
+    # --jobs 1: the judge shares torch's global RNG between worker threads (see the report), which makes a
+    # check with two random calls (test_vae_model) fail now and then under --jobs 2
+    result = corpus.grade(base / "submissions", base / "out", 1)
     assert result.proc.returncode == 0, result.proc.stderr[-3000:]
     print(f"\n{sum(len(v) for v in samples.BUGS.values())} buggy notebooks graded in {result.seconds:.0f} s")
     return expected, corpus.rows(result.out / "grades.csv"), corpus.rows(result.out / "checks.csv")
