@@ -8,9 +8,11 @@ What a page shows, and where it comes from:
 * every test cell: its released (visible) source, its score, and the judge's message;
 * the written answers, with the graders' points and comments after manual grading.
 
-Markdown and HTML the student wrote or printed are sanitized by nbconvert
-(`HTMLExporter.sanitize_html`: scripts, event handlers and javascript: links are
-escaped; JavaScript outputs are dropped). The page is rendered with nbgrader's own
+Markdown and HTML the student wrote or printed are sanitized: HTML outputs by nbconvert
+(`HTMLExporter.sanitize_html`; JavaScript outputs are dropped), and markdown (which
+nbgrader's feedback template renders without nbconvert's sanitizer) by `SafeHTMLExporter`,
+which cleans the HTML each markdown cell becomes with an allowlist (scripts, event
+handlers and javascript: links are escaped or dropped). The page is rendered with nbgrader's own
 feedback template (scores per cell and in total), with a short grader report on top.
 Hidden tests never appear: test cells get the released source, and the judge's
 messages are the checks' own words.
@@ -100,12 +102,35 @@ def graded_notebook(nb: NotebookNode, released_tests: dict[str, str], verdicts: 
     return nb
 
 
+SAFE_TAGS = ["a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "div", "dl", "dt", "em", "h1", "h2", "h3",
+             "h4", "h5", "h6", "hr", "i", "img", "kbd", "li", "ol", "p", "pre", "s", "span", "strong", "sub", "sup",
+             "table", "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul"]
+SAFE_ATTRIBUTES = {"*": ["class", "id", "title"], "a": ["href", "title"], "img": ["src", "alt", "title", "width",
+                                                                                  "height"],
+                   "td": ["align", "colspan", "rowspan"], "th": ["align", "colspan", "rowspan"]}
+
+
+def clean_markdown_html(text: str) -> str:
+    """The HTML a markdown cell became, with nothing a browser would run (allowlisted tags, http(s) links)."""
+    import bleach
+
+    return bleach.clean(text, tags=SAFE_TAGS, attributes=SAFE_ATTRIBUTES, protocols=["http", "https", "mailto"])
+
+
 def _get_exporter():
     global _exporter
     if _exporter is None:
         import nbgrader
+        from jinja2 import pass_context
         from nbconvert.exporters import HTMLExporter
         from traitlets.config import Config
+
+        class SafeHTMLExporter(HTMLExporter):
+            """nbgrader's feedback template renders markdown without sanitizing it: clean it here."""
+
+            @pass_context
+            def markdown2html(self, context, source):
+                return clean_markdown_html(super().markdown2html(context, source))
 
         base = Path(nbgrader.__file__).parent / "server_extensions" / "formgrader"
         c = Config()
@@ -113,7 +138,7 @@ def _get_exporter():
         c.HTMLExporter.extra_template_basedirs = [str(base / "templates")]
         c.HTMLExporter.extra_template_paths = [str(base / "static" / "node_modules" / "bootstrap" / "dist" / "css")]
         c.HTMLExporter.sanitize_html = True
-        _exporter = HTMLExporter(config=c)
+        _exporter = SafeHTMLExporter(config=c)
     return _exporter
 
 

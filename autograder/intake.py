@@ -224,6 +224,10 @@ def score(anchor: Anchor, cell: dict, free_texts: set[str]) -> float:
         if cell["cell_type"] == "markdown" and text not in free_texts and text:
             return 0.3
         return 0.0
+    if (anchor.kind == "solution" and not anchor.defines and cell["cell_type"] == "code"
+            and text and _ratio(anchor.text, text) < 0.5):
+        # an answer that only sets values (`BEST_BETA = 1.0`) under a bare stub: placed by the alignment
+        return 0.3
     defines = _defines(cell["source"]) if cell["cell_type"] == "code" or not same_type else frozenset()
     if anchor.defines and anchor.defines <= defines:
         return 0.9 - penalty

@@ -1,4 +1,5 @@
-"""The sample-submission corpus of the autograder tests, made from the current notebooks.
+"""The sample-submission corpus of the autograder tests, made from the current notebooks, and the
+helpers the grading tests share (a fresh release, running `python -m autograder grade`, reading CSVs).
 
 `build(release_dir, source_dir, out)` writes out/<student>/<notebook>.ipynb and
 returns EXPECTED: for each student and notebook, the status and the test cells
@@ -9,63 +10,109 @@ from __future__ import annotations
 
 import atexit
 import copy
+import csv
 import functools
+import hashlib
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import nbformat
 
 from autograder import samples
+from autograder.config import REPO, SOLUTIONS
 
 AE = "01_autoencoder"
 
-LOOP_TIMEOUT = 10   # seconds, for the cells that never end
+# seconds a cell or check may take: only definitions run in the sandbox, and the checks are small,
+# but a loaded 2-core machine is slow
+CELL_TIMEOUT = 120
 
 # code for the damaged and hostile students (all on notebook 01, built from the full solution)
-LOOP = "import time\nwhile True:          # never ends, but stops when interrupted\n    time.sleep(0.1)\n"
-STUBBORN_LOOP = """\
-import time
-while True:              # never ends, and ignores the interrupt
-    try:
-        time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-"""
-MEMORY_BOMB = """\
-def hog():
-    blocks = []
-    while True:
-        blocks.append(torch.ones(2**27))   # 512 MB at a time, until the kernel's limit
-hog()
-"""
-OS_EXIT = "import os\nos._exit(1)\n"
-HUGE_OUTPUT = "print('x' * 100_000_000)\nfor i in range(100_000):\n    print(i)\n"
-SYS_EXIT = "import sys\nsys.exit('bye')\n"
 FORWARD_BUG = '''
 def forward(self, x):
     return self.decode(self.encode(x)) + 0.5
 '''
-PATCH_STATIC = "import torch.testing\ntorch.testing.assert_close = lambda *args, **kwargs: None\n"
-# the same, hidden from the static scan: the runtime guard has to catch it
-PATCH_RUNTIME = ("_t = getattr(torch, 'test' + 'ing')\n"
-                 "_t.__setattr__('assert_' + 'close', lambda *a, **k: None)\n")
+# patching the comparison a check might use, in the kernel: the judge compares in the grader's process
+PATCH = ("import torch.testing\ntorch.testing.assert_close = lambda *args, **kwargs: None\n"
+         "torch.allclose = lambda *a, **k: True\n")
+# reaching for the instructor's files: evidence of an attempt (tampered)
+SNOOP = ("try:\n    open({path!r}).read()\nexcept OSError:\n    pass\n")
 
 
 @functools.lru_cache(maxsize=1)
 def release_dirs() -> tuple[Path, Path]:
-    """(release, source) folders of a fresh nbgrader release of solutions/, once per test process."""
+    """(release, source) folders of a fresh nbgrader release of solutions/, once per test process.
+
+    source holds the sources with the course placeholders filled in (nbgrader's source/ folder).
+    """
     from autograder.config import load_course
-    from autograder.grade import generate_release
+    from autograder.release import generate, prepare_course
 
     tmp = Path(tempfile.mkdtemp(prefix="vaekit-test-release-"))
     atexit.register(shutil.rmtree, tmp, True)
     course = load_course()
-    release = generate_release(tmp / "course", course)
-    return release, tmp / "course" / "source" / course.assignment
+    root = prepare_course(tmp / "course", course)
+    return generate(root, course), root / "source" / course.assignment
 
 
+def notebook_names(release_dir: Path) -> list[str]:
+    return sorted(p.stem for p in release_dir.glob("*.ipynb"))
+
+
+def solution(name: str) -> nbformat.NotebookNode:
+    """The unfilled source of a notebook (solutions/, course placeholders kept)."""
+    return nbformat.read(SOLUTIONS / f"{name}.ipynb", as_version=4)
+
+
+# ------------------------------------------------------------------------------ running the grader
+def grade(submissions: Path, out: Path, jobs: int = 2, *extra: str, env: dict | None = None) -> SimpleNamespace:
+    """`python -m autograder grade SUBMISSIONS --out OUT --jobs N` in its own process."""
+    cmd = [sys.executable, "-m", "autograder", "grade", str(submissions), "--out", str(out),
+           "--jobs", str(jobs), "--timeout", str(CELL_TIMEOUT), "--no-progress", *extra]
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500, env=env)
+    return SimpleNamespace(proc=proc, seconds=time.monotonic() - t0, out=out)
+
+
+def rows(path: Path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def point_problems(expected: dict, graded: list[dict]) -> list[str]:
+    """Where grades.csv differs from EXPECTED (status and points of every test cell)."""
+    by: dict[tuple[str, str], list[dict]] = {}
+    for r in graded:
+        by.setdefault((r["student"], r["notebook"]), []).append(r)
+    problems = []
+    for student, notebooks in sorted(expected.items()):
+        for notebook, (status, zero) in sorted(notebooks.items()):
+            mine = by.get((student, notebook))
+            if not mine:
+                problems.append(f"{student}/{notebook}: no rows")
+                continue
+            statuses = {r["status"] for r in mine}
+            if statuses != {status}:
+                problems.append(f"{student}/{notebook}: status {statuses}, expected {status}")
+            for r in mine:
+                want = 0.0 if zero is None or r["cell"] in zero else float(r["max_points"])
+                if float(r["points"]) != want:
+                    problems.append(f"{student}/{notebook}/{r['cell']}: {r['points']} points, expected {want:g}")
+    return problems
+
+
+# ------------------------------------------------------------------------------ the corpus
 def _nb(path: Path, notebook: str) -> nbformat.NotebookNode:
     return nbformat.read(path / f"{notebook}.ipynb", as_version=4)
 
@@ -125,24 +172,14 @@ def _hostile(f, put, out: Path) -> None:
     put("empty", AE, b"", "unreadable", None)
     put("future_format", AE, json.dumps({"nbformat": 5, "nbformat_minor": 0, "cells": [], "metadata": {}}),
         "unreadable", None)
-    # a loop that stops when interrupted (later cells still run), then one that does not (they cannot)
-    loops = samples.insert_after(samples.insert_after(f, "test_ae_loss", LOOP), "test_ae_training", STUBBORN_LOOP)
-    for cell in loops.cells:   # a cell may lower its own timeout: the test need not wait for the long one
-        if "while True" in cell.source:
-            cell.metadata["timeout"] = LOOP_TIMEOUT
-    put("loops", AE, loops, "timeout", ["test_ae_sampling"])
-    # a cell that fills the memory limit (later cells still run), then os._exit (they cannot)
-    crashes = samples.insert_after(samples.insert_after(f, "test_ae_loss", MEMORY_BOMB), "test_ae_training", OS_EXIT)
-    put("crashes", AE, crashes, "error", ["test_ae_sampling"])
-    # 100 MB of output, then sys.exit() (IPython turns it into an error in that cell only)
-    flood = samples.insert_after(samples.insert_after(f, "test_ae_loss", HUGE_OUTPUT), "test_ae_sampling", SYS_EXIT)
-    put("flood", AE, flood, "error", [])
-    # monkeypatching the comparison the tests use, to hide a wrong forward; and an edited test cell
+    # a wrong forward, the comparisons patched in the kernel, and an edited test cell: the judge
+    # compares in its own process (the patch changes nothing), the released test is graded (repaired)
     forward_bug = samples.with_def(f, "ae_model", "Autoencoder.forward", FORWARD_BUG)
-    put("tampered_static", AE, _edit_test(samples.insert_after(forward_bug, "ae_model", PATCH_STATIC)),
-        "tampered", ["test_ae_forward"])
-    put("tampered_runtime", AE, samples.insert_after(forward_bug, "ae_model", PATCH_RUNTIME),
-        "tampered", ["test_ae_forward"])
+    put("patched", AE, _edit_test(samples.insert_after(forward_bug, "ae_model", PATCH)), "repaired",
+        ["test_ae_forward"])
+    # reading the hidden checks (not shown in the sandbox): evidence, so tampered
+    snoop = SNOOP.format(path=str(REPO / "autograder" / "checks" / "ae.py"))
+    put("snoop", AE, samples.insert_after(f, "ae_model", snoop), "tampered", [])
     # a submission under the wrong name, with extra files: nothing to grade, warnings
     samples.write(f, out / "misnamed" / "Autoencoder.ipynb")
     samples.write("my notes", out / "misnamed" / "notes.txt")
@@ -152,5 +189,5 @@ def _hostile(f, put, out: Path) -> None:
 def _edit_test(nb):
     nb = copy.deepcopy(nb)
     cell = nb.cells[samples.find_cell(nb, "test_ae_loss")]
-    cell.source = cell.source.replace("assert abs(", "# assert abs(")
+    cell.source = "pass  # my own test instead\n"
     return nb

@@ -1,19 +1,22 @@
-"""Reading and repairing submissions, and the static tamper scan (no kernels: fast)."""
+"""Reading and repairing submissions, and what the intake marks to run (no kernels: fast)."""
 from __future__ import annotations
 
 import copy
 import json
+import tempfile
+from pathlib import Path
 
+import corpus
 import nbformat
 import pytest
 
 from autograder import samples
-from autograder.intake import build_reference, rebuild, read_cells, take_in, worst
-from autograder.tamper import Scanner
+from autograder.config import Course, load_course
+from autograder.intake import build_reference, read_cells, rebuild, take_in
+from autograder.run import RUN_KEY, cells_to_run
+from autograder.status import ORDER, worst
 
-import corpus
-
-
+AE = corpus.AE
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +30,17 @@ def names(release):
 
 
 def _ref(release, name):
+    """(reference, released notebook, filled-in source); the reference is built as grade.py does."""
     rel = nbformat.read(release[0] / f"{name}.ipynb", as_version=4)
     src = nbformat.read(release[1] / f"{name}.ipynb", as_version=4)
-    return build_reference(name, rel, src), rel, src
+    return build_reference(name, rel, corpus.solution(name)), rel, src
 
 
 def _cells(nb):
-    return json.loads(json.dumps(nb))["cells"]
+    """The cells as the intake reads them from a submitted file (read_cells)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cells, _ = read_cells(samples.write(nb, Path(tmp) / "nb.ipynb"))
+    return cells
 
 
 def _ids(nb):
@@ -106,7 +113,7 @@ def test_stripped_metadata_is_restored_by_content(release, names):
 
 
 def test_deleted_duplicated_moved_and_retyped_cells(release):
-    ref, rel, src = _ref(release, "01_autoencoder")
+    ref, rel, src = _ref(release, AE)
     nb = samples.full(rel, src)
     loss = samples.find_cell(nb, "ae_loss")
     early = copy.deepcopy(nb.cells[loss])
@@ -132,7 +139,7 @@ def test_deleted_duplicated_moved_and_retyped_cells(release):
 
 
 def test_a_deleted_answer_is_graded_as_the_stub_and_named(release):
-    ref, rel, src = _ref(release, "01_autoencoder")
+    ref, rel, src = _ref(release, AE)
     nb = samples.strip_metadata(samples.full(rel, src))
     del nb.cells[samples.find_cell(samples.full(rel, src), "ae_loss")]
     intake = rebuild(ref, _cells(nb))
@@ -141,7 +148,7 @@ def test_a_deleted_answer_is_graded_as_the_stub_and_named(release):
 
 
 def test_free_code_cells_of_the_release_come_back(release):
-    ref, rel, src = _ref(release, "01_autoencoder")
+    ref, rel, src = _ref(release, AE)
     nb = samples.full(rel, src)
     training = next(i for i, c in enumerate(nb.cells)
                     if c.cell_type == "code" and "nbgrader" not in c.metadata and "train_autoencoder(ae" in c.source)
@@ -152,7 +159,7 @@ def test_free_code_cells_of_the_release_come_back(release):
 
 
 def test_student_cells_stay_after_the_cell_they_followed(release):
-    ref, rel, src = _ref(release, "01_autoencoder")
+    ref, rel, src = _ref(release, AE)
     nb = samples.insert_after(samples.full(rel, src), "ae_loss", "print('my own check')")
     intake = rebuild(ref, _cells(nb))
     assert intake.status == "ok"
@@ -160,76 +167,151 @@ def test_student_cells_stay_after_the_cell_they_followed(release):
     assert intake.nb.cells[k + 1].source == "print('my own check')"
 
 
-def test_an_edited_test_cell_is_tampering_and_restored(release):
-    ref, rel, src = _ref(release, "01_autoencoder")
+def test_an_edited_test_cell_is_repaired_and_the_released_version_graded(release):
+    ref, rel, src = _ref(release, AE)
     nb = samples.full(rel, src)
     k = samples.find_cell(nb, "test_ae_loss")
-    nb.cells[k].source = nb.cells[k].source.replace("assert abs(", "# assert abs(")
+    nb.cells[k].source = "pass  # my own test instead"
     intake = rebuild(ref, _cells(nb))
-    assert intake.status == "tampered"
+    assert intake.status == "repaired"
+    assert "locked cell test_ae_loss was edited: the released version was graded" in intake.notes
     assert intake.nb.cells[samples.find_cell(intake.nb, "test_ae_loss")].source == rel.cells[k].source
+
+
+def test_an_edited_locked_code_cell_is_repaired_not_tampered(release):
+    ref, rel, src = _ref(release, AE)
+    nb = samples.full(rel, src)
+    k = samples.find_cell(nb, "data")
+    nb.cells[k].source += "\nimport os; os.system('rm -rf /')"
+    intake = rebuild(ref, _cells(nb))
+    assert intake.status == "repaired", intake.notes
+    assert any("locked cell data was edited" in n for n in intake.notes)
+    assert intake.nb.cells[samples.find_cell(intake.nb, "data")].source == rel.cells[k].source
 
 
 def test_worst_status_order():
     assert worst("ok", "repaired") == "repaired"
+    assert worst("repaired", "renamed") == "renamed"
+    assert worst("renamed", "error") == "error"
     assert worst("repaired", "timeout", "tampered") == "tampered"
     assert worst("error", "timeout") == "timeout"
+    assert worst("tampered", "missing", "unreadable") == "unreadable"
+    assert ORDER[-1] == "ok" and "renamed" in ORDER
 
 
-# -------------------------------------------------------------------------- tamper scan
-HOSTILE = [
-    "torch.testing.assert_close = lambda *a, **k: None",
-    "import torch.testing as tt\ntt.assert_close = print",
-    "torch.allclose = lambda *a, **k: True",
-    "torch.Tensor.allclose = lambda *a, **k: True",
-    "setattr(torch, 'allclose', lambda *a: True)",
-    "import builtins\nbuiltins.abs = lambda x: 0",
-    "__builtins__.len = lambda x: 0",
-    "import sys\nsys.modules['autograder.checks.ae'] = None",
-    "vaekit.check_shape = lambda *a, **k: None",
-    "def f():\n    F.binary_cross_entropy_with_logits = None",
-    "torch = None",
-    "def vaekit():\n    pass",
-    "from autograder.checks import ae",
-    "text = open('../../autograder/checks/ae.py').read()",
-    "import sqlite3",
-    "exec('x = 1')",
-    "get_ipython().set_custom_exc((Exception,), lambda *a, **k: None)",
-    "import inspect\ninspect.currentframe().f_back.f_globals['x'] = 1",
-    "hidden.check_ae_loss.__code__ = (lambda *a: None).__code__",
-    "!cat ../../gradebook.db",
-    "vars(torch.testing).update(assert_close=print)",
-    "torch.testing.__dict__['assert_close'] = print",
-    "from pathlib import Path\nroot = Path(vaekit.__file__).parents[1]\nprint((root / 'solutions').iterdir())",
-]
-HARMLESS = [
-    "model.encoder = nn.Linear(2, 2)",
-    "torch.backends.cudnn.benchmark = True",
-    "self.fc = nn.Linear(4, 4)\nsetattr(self, 'layer', nn.ReLU())",
-    "x = torch.zeros(3)\nx[0] = 1",
-    "%matplotlib inline\nprint('hello')",
-    "history = {'loss': []}\nhistory['loss'].append(1.0)",
-    "import numpy as np\nnp.random.seed(0)",
-    "print('Training... done.')",
-    "def ae_loss(x, logits):\n    return F.binary_cross_entropy_with_logits(logits, x, reduction='sum') / len(x)",
-]
+# -------------------------------------------------------------------------- outputs and what runs
+def _labelled(nb):
+    """grade_id (or the first line of the source) of each code cell -> (run?, outputs)."""
+    out = {}
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            label = cell.metadata.get("nbgrader", {}).get("grade_id") or cell.source.splitlines()[0]
+            out[label] = (cell.metadata[RUN_KEY]["run"], cell.outputs)
+    return out
 
 
-@pytest.mark.parametrize("code", HOSTILE)
-def test_scan_flags_tampering(code):
-    assert Scanner(protected={"torch", "vaekit", "F", "nn", "math"}).scan(code), code
+def _with_outputs(nb):
+    """Give every code cell an output of its own (what a student's notebook holds after Run All)."""
+    nb = copy.deepcopy(nb)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"output of cell {i}\n"),
+                            nbformat.v4.new_output("display_data", data={"text/plain": f"figure {i}"})]
+    return nb
 
 
-@pytest.mark.parametrize("code", HARMLESS)
-def test_scan_leaves_ordinary_code_alone(code):
-    assert Scanner(protected={"torch", "vaekit", "F", "nn", "math"}).scan(code) == []
+def test_submitted_outputs_are_kept_on_rebuilt_code_cells(release):
+    ref, rel, src = _ref(release, AE)
+    nb = _with_outputs(samples.insert_after(samples.full(rel, src), "ae_loss", "print('mine')"))
+    for stripped in (False, True):
+        submitted = samples.strip_metadata(nb) if stripped else nb
+        intake = rebuild(ref, _cells(submitted))
+        given = {c.source: c.outputs for c in submitted.cells if c.cell_type == "code"}
+        for cell in intake.nb.cells:
+            if cell.cell_type != "code" or cell.source not in given:
+                continue
+            if cell.metadata.get("nbgrader", {}).get("grade"):
+                assert cell.outputs == [], "a test cell's outputs come from the judge, not the student"
+            else:
+                assert [o.get("text") or o["data"]["text/plain"] for o in cell.outputs] == \
+                    [o.get("text") or o["data"]["text/plain"] for o in given[cell.source]], (stripped, cell.source[:40])
+        free = [c for c in intake.nb.cells if c.source.startswith("ae.eval()")]
+        assert free and free[0].outputs, "the release's plotting cells keep the student's figures"
 
 
-def test_scan_finds_nothing_in_the_solutions(release, names):
+def test_run_marks_definitions_and_never_tests(release, names):
     for name in names:
         ref, rel, src = _ref(release, name)
         intake = rebuild(ref, _cells(samples.full(rel, src)))
-        assert intake.status == "ok", (name, intake.notes)
-        for cell in src.cells:
-            if cell.cell_type == "code" and not cell.metadata.get("nbgrader", {}).get("locked"):
-                assert ref.scanner.scan(cell.source) == [], (name, cell.source[:80])
+        for cell in intake.nb.cells:
+            if cell.cell_type != "code":
+                assert RUN_KEY not in cell.metadata
+                continue
+            meta = cell.metadata.get("nbgrader", {})
+            run = cell.metadata[RUN_KEY]["run"]
+            if meta.get("grade"):
+                assert run is False, (name, meta["grade_id"])
+            elif meta.get("solution") or meta.get("locked"):
+                assert run is True, (name, meta.get("grade_id"))
+            else:   # the release's own training and plotting cells, untouched
+                assert run is False, (name, cell.source[:60])
+        labels = [label for label, _ in cells_to_run(intake.nb)]
+        assert labels[:2] == ["setup", "data"] or labels[:1] == ["setup"], (name, labels)
+
+
+def test_run_marks_the_students_own_and_changed_cells(release):
+    ref, rel, src = _ref(release, AE)
+    nb = samples.insert_after(samples.full(rel, src), "ae_loss", "def helper():\n    return 1")
+    training = next(c for c in nb.cells if c.cell_type == "code" and "nbgrader" not in c.metadata
+                    and "train_autoencoder(ae" in c.source)
+    training.source += "\nprint('changed')"
+    intake = rebuild(ref, _cells(nb))
+    marks = _labelled(intake.nb)
+    assert marks["def helper():"][0] is True
+    changed = next(c for c in intake.nb.cells if c.source.endswith("print('changed')"))
+    assert changed.metadata[RUN_KEY]["run"] is True
+    untouched = next(c for c in intake.nb.cells if c.source.startswith("ae.eval()"))
+    assert untouched.metadata[RUN_KEY]["run"] is False
+    assert marks["test_ae_loss"][0] is False and marks["ae_loss"][0] is True
+
+
+def test_a_stub_left_unanswered_still_runs(release):
+    ref, rel, _ = _ref(release, AE)
+    intake = rebuild(ref, _cells(rel))
+    marks = _labelled(intake.nb)
+    for gid in ("setup", "data", "ae_model", "ae_loss", "train_autoencoder", "sample_autoencoder"):
+        assert marks[gid][0] is True, gid
+
+
+# -------------------------------------------------------------------------- earlier releases
+def _setup_from(course: Course, name: str) -> str:
+    source = corpus.solution(name)
+    return course.substitute(source.cells[samples.find_cell(source, "setup")].source)
+
+
+def test_a_setup_cell_from_another_course_toml_counts_as_unchanged(release):
+    ref, rel, src = _ref(release, AE)
+    here = load_course()
+    assert "{{COURSE_" in corpus.solution(AE).cells[samples.find_cell(rel, "setup")].source
+    earlier = Course(github_repo="someone-else/old-course", ref="v0.1", assignment=here.assignment)
+    old_setup = _setup_from(earlier, AE)
+    assert old_setup != rel.cells[samples.find_cell(rel, "setup")].source
+    nb = samples.full(rel, src)
+    nb.cells[samples.find_cell(nb, "setup")].source = old_setup
+    for submitted in (nb, samples.strip_metadata(nb)):
+        intake = rebuild(ref, _cells(submitted))
+        assert not any("setup" in n for n in intake.notes), intake.notes
+        assert intake.status == ("ok" if submitted is nb else "repaired"), intake.notes
+        # the released version (this course's settings) is what runs
+        assert intake.nb.cells[samples.find_cell(intake.nb, "setup")].source == \
+            rel.cells[samples.find_cell(rel, "setup")].source
+
+
+def test_a_setup_cell_edited_beyond_the_placeholders_is_repaired(release):
+    ref, rel, src = _ref(release, AE)
+    nb = samples.full(rel, src)
+    k = samples.find_cell(nb, "setup")
+    nb.cells[k].source = nb.cells[k].source.replace("import subprocess, sys", "import subprocess, sys, os")
+    intake = rebuild(ref, _cells(nb))
+    assert intake.status == "repaired"
+    assert "locked cell setup was edited: the released version was graded" in intake.notes
