@@ -28,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -360,7 +359,6 @@ class Grader:
         self.bar = None
         self.stopping = False
         self.state: State | None = None
-        self.warm: dict[int, WarmSlot] = {}
 
     # -- input
     def students(self) -> dict[str, Path]:
@@ -505,7 +503,7 @@ class Grader:
         return todo, unchanged
 
     def grade_all(self, prep: Prepared, todo: list[Submission]) -> None:
-        """Grade `todo` on --jobs threads, each student in turn in a worker slot of its own."""
+        """Grade `todo`: in this process for --jobs 1, else on --jobs worker processes; write as each ends."""
         self.say(f"grading {len(todo)} student(s) with {self.options.jobs} worker(s), each notebook in "
                  f"{'NO sandbox' if self.options.unsafe_no_sandbox else 'its own sandbox'}…")
         if self.options.progress and todo:
@@ -513,51 +511,105 @@ class Grader:
 
             self.bar = tqdm(total=len(todo) * len(prep.names), unit="notebook", desc="grading", file=sys.stderr,
                             dynamic_ncols=True)
-        slots = list(range(max(1, self.options.jobs)))
-        slot_lock = threading.Lock()
-        settings = self.settings(prep.base)
-        if self.options.warm_kernels and not self.options.unsafe_no_sandbox:
-            for slot in slots:
-                folder = slot_folder(prep, slot)
-                (folder / "parts").mkdir(parents=True, exist_ok=True)
-                self.warm[slot] = WarmSlot(Mounts(harness=prep.harness, data=prep.data, cache=prep.cache,
-                                                  parts=folder / "parts"), settings.limits, folder / "zygote.log", slot)
-
-        def one(sub: Submission) -> None:
-            if self.stopping:
-                return
-            with slot_lock:
-                slot = slots.pop()
-            try:
-                results = grade_submission(prep, sub, settings, slot, lambda: self.stopping, self.warm.get(slot))
-            finally:
-                with slot_lock:
-                    slots.append(slot)
-            if self.stopping:
-                return
-            self.add(prep, sub.digest, results)
-            if self.bar is not None:
-                self.bar.update(len(results))
-
+        warm = self.options.warm_kernels and not self.options.unsafe_no_sandbox
+        forks = cold = 0
         try:
-            with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-                futures = [pool.submit(one, sub) for sub in todo]
-                for f in futures:
-                    while not f.done():
-                        time.sleep(0.2)
-                    f.result()
+            runner = _in_process if self.options.jobs <= 1 or len(todo) <= 1 else _on_workers
+            for sub, results, (f, c) in runner(prep, todo, self.settings(prep.base), warm, self.options.jobs):
+                forks, cold = forks + f, cold + c
+                self.add(prep, sub.digest, results)
+                if self.bar is not None:
+                    self.bar.update(len(results))
         except KeyboardInterrupt:
             self.stopping = True
             raise
         finally:
-            for warm in self.warm.values():
-                warm.stop()
             if self.bar is not None:
                 self.bar.close()
                 self.bar = None
-            forks, cold = sum(w.forks for w in self.warm.values()), sum(w.failures for w in self.warm.values())
-            if self.warm:
+            if warm and forks + cold:
                 self.say(f"warm kernels: {forks} forked" + (f", {cold} started cold after a failure" if cold else ""))
+
+
+# ------------------------------------------------------------------------------ runners
+def _grade_safely(prep: Prepared, sub: Submission, settings: RunSettings, slot: int, warm: WarmSlot | None,
+                  stopping=lambda: False) -> list[Result]:
+    """grade_submission, but a failure of the grader on one student gives that student `error` rows."""
+    try:
+        return grade_submission(prep, sub, settings, slot, stopping, warm)
+    except Exception as exc:
+        note = f"the grader failed on this submission ({type(exc).__name__}); please report it"
+        return [blank(prep, sub.student, n, "error", [note]) for n in prep.names]
+
+
+def _warm_slot(prep: Prepared, settings: RunSettings, slot: int) -> WarmSlot:
+    folder = slot_folder(prep, slot)
+    (folder / "parts").mkdir(parents=True, exist_ok=True)
+    return WarmSlot(Mounts(harness=prep.harness, data=prep.data, cache=prep.cache, parts=folder / "parts"),
+                    settings.limits, folder / "zygote.log", slot)
+
+
+def _in_process(prep: Prepared, todo: list[Submission], settings: RunSettings, warm: bool, jobs: int):
+    """Grade one student after the other here; yields (submission, results, (forks, cold starts))."""
+    slot = _warm_slot(prep, settings, 0) if warm else None
+    try:
+        for sub in todo:
+            before = (slot.forks, slot.failures) if slot else (0, 0)
+            results = _grade_safely(prep, sub, settings, 0, slot)
+            after = (slot.forks, slot.failures) if slot else (0, 0)
+            yield sub, results, (after[0] - before[0], after[1] - before[1])
+    finally:
+        if slot is not None:
+            slot.stop()
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(prep: Prepared, settings: RunSettings, warm: bool, slots) -> None:
+    """In a worker process: its slot, its warm-kernel server; Ctrl-C is the client's to handle."""
+    import atexit
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    slot = slots.get()
+    _WORKER.update(prep=prep, settings=settings, slot=slot, warm=_warm_slot(prep, settings, slot) if warm else None)
+    if _WORKER["warm"] is not None:
+        atexit.register(_WORKER["warm"].stop)
+
+
+def _worker_grade(sub: Submission) -> tuple[Submission, list[Result], tuple[int, int]]:
+    warm = _WORKER["warm"]
+    before = (warm.forks, warm.failures) if warm else (0, 0)
+    results = _grade_safely(_WORKER["prep"], sub, _WORKER["settings"], _WORKER["slot"], warm)
+    after = (warm.forks, warm.failures) if warm else (0, 0)
+    return sub, results, (after[0] - before[0], after[1] - before[1])
+
+
+def _on_workers(prep: Prepared, todo: list[Submission], settings: RunSettings, warm: bool, jobs: int):
+    """Grade on `jobs` worker processes (each its own judge: torch's random state is per process).
+
+    On Ctrl-C the workers are killed, and with them their sandboxes (--die-with-parent).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")  # a fork of this threaded process could hang in OpenMP
+    slots = context.Queue()
+    for slot in range(jobs):
+        slots.put(slot)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init,
+                               initargs=(prep, settings, warm, slots))
+    try:
+        futures = [pool.submit(_worker_grade, sub) for sub in todo]
+        for future in as_completed(futures):
+            yield future.result()
+    except BaseException:
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.kill()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def grade(submissions: Path, out: Path, options: Options | None = None) -> int:

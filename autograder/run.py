@@ -128,7 +128,7 @@ def _start(settings: RunSettings, mounts: Mounts, log: Path, slot: int, result: 
             box, _ = Sandbox.start(mounts, settings.limits, log, slot=slot, unsafe=settings.unsafe)
         except OSError as exc:
             result.crashed = True
-            result.notes.append(f"the grading kernel did not start ({str(exc)[:200]})")
+            result.notes.append(f"the grading kernel did not start ({str(exc)[-300:]})")
             return None
     return Kernel(box.channel, box, settings.timeout, instructor_paths=settings.instructor_paths,
                   shown_paths=settings.shown_paths)

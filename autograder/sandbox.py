@@ -240,8 +240,9 @@ class Sandbox:
             "PYTHONPATH": f"{HARNESS_DIR}:{VAEKIT_DIR}",
             "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
             "NBGRADER_EXECUTION": "autograde", "VAEKIT_GRADING": "1",
-            "VAEKIT_SANDBOX_UID": str(61000 + slot % 1000),
         }
+        if not unsafe:  # the uid the harness drops to when the sandbox starts as root
+            env["VAEKIT_SANDBOX_UID"] = str(61000 + slot % 1000)
         if mounts.data:  # at its own path: vaekit's cache is keyed by the files' paths
             env["VAEKIT_DATA"] = str(mounts.data)
         if mounts.cache:
