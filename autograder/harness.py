@@ -330,19 +330,9 @@ def _call_judge(harness: Harness, lent_id: int, method: str, args, kwargs, param
     # the judge answers lent_backward with one gradient per input that requires grad, in order
     swap = dict(zip(marked, attached))
     counter = iter(range(len(outs)))
-    return _replace_tensors(value, lambda t: swap.get(next(counter), t))
+    return wire.replace_tensors(value, lambda t: swap.get(next(counter), t))
 
 
-def _replace_tensors(value, fn):
-    if isinstance(value, torch.Tensor):
-        return fn(value)
-    if isinstance(value, tuple):
-        return tuple(_replace_tensors(v, fn) for v in value)
-    if isinstance(value, list):
-        return [_replace_tensors(v, fn) for v in value]
-    if isinstance(value, dict):
-        return {k: _replace_tensors(v, fn) for k, v in value.items()}
-    return value
 
 
 class _LentFunction:

@@ -308,7 +308,7 @@ class Kernel:
         attached = _Attach.apply(link, _ANCHOR, *[t for t in inputs if t.requires_grad])
         swap = dict(zip(marked, attached))
         counter = iter(range(len(outs)))
-        return _replace_tensors(value, lambda t: swap.get(next(counter), t))
+        return wire.replace_tensors(value, lambda t: swap.get(next(counter), t))
 
     def _error(self, error: Any, what: str) -> Exception:
         kind = str(error.get("kind")) if isinstance(error, dict) else ""
@@ -383,16 +383,6 @@ class _Attach(torch.autograd.Function):
         return (None, None, *link.kernel.backward(link.call, grads, link.inputs))
 
 
-def _replace_tensors(value: Any, fn) -> Any:
-    if isinstance(value, torch.Tensor):
-        return fn(value)
-    if isinstance(value, tuple):
-        return tuple(_replace_tensors(v, fn) for v in value)
-    if isinstance(value, list):
-        return [_replace_tensors(v, fn) for v in value]
-    if isinstance(value, dict):
-        return {k: _replace_tensors(v, fn) for k, v in value.items()}
-    return value
 
 
 @contextlib.contextmanager

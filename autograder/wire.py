@@ -180,6 +180,19 @@ def decode(header: Any, blobs: list[bytes], resolve: Callable[[dict], Any] | Non
     return dec(header, 0)
 
 
+def replace_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """`value` with every tensor t in it replaced by fn(t), in the order encode/decode visit them."""
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, tuple):
+        return tuple(replace_tensors(v, fn) for v in value)
+    if isinstance(value, list):
+        return [replace_tensors(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: replace_tensors(v, fn) for k, v in value.items()}
+    return value
+
+
 # ------------------------------------------------------------------------------ frames
 class Channel:
     """One end of a stream socket carrying frames; every read has a deadline."""
