@@ -8,6 +8,7 @@ vaekit's own loader (the same file search, decoding and cache), with Debian's
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -36,3 +37,16 @@ def load_splits(
     if dataset == "fashion-mnist":
         return _load(FASHION_MNIST, root, download, None, device, False)
     raise ValueError(f"unknown dataset {dataset!r}; choose one of {DATASETS}")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark that loads data and trains on the CPU shares."""
+    parser.add_argument("--root", type=Path, default=None, help="data folder (default: $VAEKIT_DATA or ../shared/data)")
+    parser.add_argument("--download", action="store_true", help="let vaekit download missing files")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads; 0 keeps torch's default (one per core). Default 1: on 2 cores shared with "
+        "other processes, 2 threads made a 1-second epoch take 0.7-66 s (RESULTS.md); 1 thread stays steady",
+    )

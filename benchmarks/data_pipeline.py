@@ -48,7 +48,7 @@ except ImportError:  # older torchvision
         return Image.fromarray(obj, mode=mode)
 
 
-from bench_data import DATASETS, data_root, load_splits
+from bench_data import DATASETS, add_data_arguments, data_root, load_splits
 
 import vaekit
 
@@ -220,15 +220,7 @@ def main() -> None:
     parser.add_argument("--dataset", choices=DATASETS, default="mnist")
     parser.add_argument("--device", default="cpu", help="cpu or cuda; on cuda (b) and (c) keep the data on the GPU")
     parser.add_argument("--repeats", type=int, default=5, help="timed epochs per method (median reported)")
-    parser.add_argument("--root", type=Path, default=None, help="data folder (default: $VAEKIT_DATA or ../shared/data)")
-    parser.add_argument("--download", action="store_true", help="let vaekit download missing files")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch.set_num_threads; 0 keeps torch's default (one per core). Default 1: on 2 cores shared with "
-        "other processes, 2 threads made a 1-second epoch take 0.7-66 s (RESULTS.md); 1 thread stays steady",
-    )
+    add_data_arguments(parser)
     parser.add_argument("--profile", action="store_true", help="also cProfile one epoch of (a) and (c)")
     args = parser.parse_args()
     if args.threads:

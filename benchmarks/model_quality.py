@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench_data import DATASETS, data_root, load_splits
+from bench_data import DATASETS, add_data_arguments, data_root, load_splits
 from data_pipeline import BATCH_SIZE, LATENT_DIM, ExamplesVAE, negative_elbo
 from torch import nn
 from torch.distributions import Normal
@@ -252,15 +252,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--root", type=Path, default=None, help="data folder (default: $VAEKIT_DATA or ../shared/data)")
-    parser.add_argument("--download", action="store_true", help="let vaekit download missing files")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch.set_num_threads; 0 keeps torch's default (one per core). Default 1: on 2 cores shared with "
-        "other processes, 2 threads made a 1-second epoch take 0.7-66 s (RESULTS.md); 1 thread stays steady",
-    )
+    add_data_arguments(parser)
     args = parser.parse_args()
     args.epochs = parse_epochs(args.epochs)
     if args.threads:
