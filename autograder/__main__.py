@@ -1,4 +1,4 @@
-"""python -m autograder {release,grade,feedback,publish,demo} — see README.md, section Instructors."""
+"""python -m autograder {release,grade,feedback,merge,publish,demo} — see README.md, section Instructors."""
 from __future__ import annotations
 
 import argparse
@@ -51,6 +51,14 @@ def main(argv: list[str] | None = None) -> int:
                         "you trust, e.g. your own solutions on a machine without bubblewrap)")
     fb = sub.add_parser("feedback", help="after manual grading in OUT/nbgrader: feedback and final grades again")
     fb.add_argument("out", type=Path, help="the --out folder of `grade`")
+    mg = sub.add_parser("merge", help="combine the --out folders of a sharded run into one OUT",
+                        description="Combine the --out folders of `grade --shard i/n` into one: the CSVs, the "
+                                    "feedback, the graded notebooks, the state and one gradebook (SQLite: a new one "
+                                    "with every shard's grades and comments, manual ones included; a shared "
+                                    "--db-url database: MERGED points at it). The shard folders are only read.")
+    mg.add_argument("shards", type=Path, nargs="+", help="the shards' --out folders")
+    mg.add_argument("--out", type=Path, required=True,
+                    help="a new or empty folder, or an earlier merge of the same shards (backed up first)")
     pub = sub.add_parser("publish", help="write the public student repository (release + vaekit only) into DIR",
                          description="Write the released notebooks, vaekit and a student README into DIR, a clone "
                                      "of the public course repository. Only files that publish wrote before (listed "
@@ -102,6 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         except GradingError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    if args.command == "merge":
+        from autograder.grade import GradingError
+        from autograder.merge import merge
+
+        try:
+            print(merge(args.shards, args.out))
+        except GradingError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "publish":
         from autograder.publish import PublishError, publish
 
