@@ -204,10 +204,11 @@ def dump_grades(url: str, assignment: str, students: set[str] | None = None) -> 
     return data
 
 
-def load_grades(url: str, assignment: str, data: dict, manual_only: bool = False) -> int:
+def load_grades(url: str, assignment: str, data: dict, manual_only: bool = False) -> tuple[int, int]:
     """Write `dump_grades` data into the gradebook at `url` (which holds the same release); returns the
-    number of manual grades and comments written. manual_only: only the instructor's scores and comments."""
-    manual = 0
+    numbers of manual grades and manual comments written. manual_only: only the instructor's scores and
+    comments."""
+    manual = comments_written = 0
     with open_gradebook(url) as gb:
         for student, entry in sorted(data.items()):
             if not manual_only:
@@ -241,11 +242,11 @@ def load_grades(url: str, assignment: str, data: dict, manual_only: bool = False
                         continue
                     for f in ("manual_comment",) if manual_only else COMMENT_FIELDS:
                         setattr(comments[cell], f, values[f])
-                    manual += bool(values["manual_comment"])
+                    comments_written += bool(values["manual_comment"])
                 if not manual_only:
                     nb.flagged = d["flagged"]
         gb.db.commit()
-    return manual
+    return manual, comments_written
 
 
 def backup_grades(out: Path, url: str, assignment: str) -> Path | None:

@@ -175,7 +175,7 @@ def merge(shards: list[Path], target: Path, course: Course | None = None) -> str
     # state and submission hashes
     state = State(target)
     state.checks = checks.pop() if checks else None
-    for s, st in states.items():
+    for st in states.values():
         for student, entry in st.students.items():
             for r in entry.get("results", []):
                 if r.get("graded_path"):
@@ -209,16 +209,17 @@ def merge(shards: list[Path], target: Path, course: Course | None = None) -> str
                 raise GradingError(str(exc)) from None
             shutil.copyfile(course_root / "gradebook.db", root / "gradebook.db")
         url = f"sqlite:///{root / 'gradebook.db'}"
-        manual = 0
+        grades = comments = 0
         for s in shards:
-            manual += gradebook.load_grades(url, a, gradebook.dump_grades(f"sqlite:///{s / 'nbgrader' / 'gradebook.db'}",
-                                                                          a))
-        said.append(f"gradebook {root / 'gradebook.db'}: every shard's grades, {manual} manual grade(s) and "
-                    "comment(s)")
+            g, c = gradebook.load_grades(url, a, gradebook.dump_grades(f"sqlite:///{s / 'nbgrader' / 'gradebook.db'}",
+                                                                       a))
+            grades, comments = grades + g, comments + c
+        said.append(f"gradebook {root / 'gradebook.db'}: every shard's grades and comments, {grades} manual "
+                    f"grade(s) and {comments} manual comment(s) among them")
         if previous_manual:
-            n = gradebook.load_grades(url, a, previous_manual, manual_only=True)
-            if n:
-                said.append(f"{n} manual grade(s) and comment(s) given in the earlier merge kept")
+            g, c = gradebook.load_grades(url, a, previous_manual, manual_only=True)
+            if g or c:
+                said.append(f"{g} manual grade(s) and {c} comment(s) given in the earlier merge kept")
     (target / MARK).parent.mkdir(parents=True, exist_ok=True)
     (target / MARK).write_text(json.dumps({"shards": [str(s) for s in shards], "students": len(owner),
                                            "time": f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}"}, indent=1))

@@ -17,7 +17,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 import shards
 from shards import AE, cli, grade, manual, rows, set_manual
 
