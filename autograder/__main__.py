@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--memory-limit", type=_positive, default=4096, metavar="MB",
                    help="memory of a grading kernel beyond which allocations fail (default 4096)")
     g.add_argument("--shard", type=_shard, help="grade only shard i of n (students in sorted order), e.g. 2/4")
-    g.add_argument("--db-url", help="write the results into this nbgrader database (e.g. a PostgreSQL server "
-                                    "shared by the machines of a sharded run) instead of OUT/nbgrader/gradebook.db")
+    g.add_argument("--db-url", help="write the results into this nbgrader database instead of "
+                                    "OUT/nbgrader/gradebook.db: one PostgreSQL database shared by the machines of a "
+                                    "sharded run, postgresql+psycopg://USER:PASSWORD@HOST:5432/DB (driver: the "
+                                    "`postgres` extra); checked, and set up by nbgrader, before anything is graded")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--students", type=lambda t: tuple(x for x in t.split(",") if x), default=(),
                    metavar="A,B", help="grade these students again even if their submission did not change")
