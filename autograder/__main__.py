@@ -1,4 +1,4 @@
-"""python -m autograder {release,grade,feedback,report,publish,demo} — see README.md, section Instructors."""
+"""python -m autograder {release,grade,feedback,report,merge,publish,demo} — see README.md, section Instructors."""
 from __future__ import annotations
 
 import argparse
@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--memory-limit", type=_positive, default=4096, metavar="MB",
                    help="memory of a grading kernel beyond which allocations fail (default 4096)")
     g.add_argument("--shard", type=_shard, help="grade only shard i of n (students in sorted order), e.g. 2/4")
-    g.add_argument("--db-url", help="write the results into this nbgrader database (e.g. a PostgreSQL server "
-                                    "shared by the machines of a sharded run) instead of OUT/nbgrader/gradebook.db")
+    g.add_argument("--db-url", help="write the results into this nbgrader database instead of "
+                                    "OUT/nbgrader/gradebook.db: one PostgreSQL database shared by the machines of a "
+                                    "sharded run, postgresql+psycopg://USER:PASSWORD@HOST:5432/DB (driver: the "
+                                    "`postgres` extra); checked, and set up by nbgrader, before anything is graded")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--students", type=lambda t: tuple(x for x in t.split(",") if x), default=(),
                    metavar="A,B", help="grade these students again even if their submission did not change")
@@ -59,6 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("out", type=Path, help="the --out folder of `grade` (or the union of several shards' OUT)")
     rep.add_argument("--top", type=_positive, default=20, help="rows of each long table on the page (default 20)")
     rep.add_argument("--no-similarity", action="store_true", help="skip the similar-code section")
+    mg = sub.add_parser("merge", help="combine the --out folders of a sharded run into one OUT",
+                        description="Combine the --out folders of `grade --shard i/n` into one: the CSVs, the "
+                                    "feedback, the graded notebooks, the state and one gradebook (SQLite: a new one "
+                                    "with every shard's grades and comments, manual ones included; a shared "
+                                    "--db-url database: MERGED points at it). The shard folders are only read.")
+    mg.add_argument("shards", type=Path, nargs="+", help="the shards' --out folders")
+    mg.add_argument("--out", type=Path, required=True,
+                    help="a new or empty folder, or an earlier merge of the same shards (backed up first)")
     pub = sub.add_parser("publish", help="write the public student repository (release + vaekit only) into DIR",
                          description="Write the released notebooks, vaekit and a student README into DIR, a clone "
                                      "of the public course repository. Only files that publish wrote before (listed "
@@ -116,6 +126,16 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(f"class report: {build(args.out, top=args.top, similar=not args.no_similarity)}")
         except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    if args.command == "merge":
+        from autograder.grade import GradingError
+        from autograder.merge import merge
+
+        try:
+            print(merge(args.shards, args.out))
+        except GradingError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         return 0

@@ -434,6 +434,8 @@ class Grader:
             raise GradingError(f"--out {self.out} is inside the submissions folder, which the grader never writes to")
         self.check_sandbox()
         students = self.students()
+        if self.options.db_url:   # a shared gradebook: reachable and usable before anything is graded
+            self.options.db_url = gradebook.check_database(self.options.db_url)
         self.out.mkdir(parents=True, exist_ok=True)
         said = []
         if self.options.fresh and any(self.out.iterdir()):
@@ -451,6 +453,10 @@ class Grader:
             base = Path(tmp)
             self.say("building the release with nbgrader…")
             prep = prepare(base, self.course)
+            if self.options.db_url:
+                self.say(f"writing assignment {prep.course.assignment!r} into the shared gradebook "
+                         f"{gradebook.shown(self.options.db_url)} with nbgrader…")
+                gradebook.init_database(self.options.db_url, prep.base / "release-course", prep.course, prep.base)
             for w in self.warnings:
                 self.say(f"warning: {w}")
             todo, unchanged = self.plan(prep, students)
