@@ -27,7 +27,8 @@ from autograder import gradebook
 from autograder.config import Course, load_course
 from autograder.grade import GradingError, State, backup_out
 
-CSVS = ("grades.csv", "summary.csv", "report.csv", "checks.csv", "final_grades.csv", "final_summary.csv")
+CSVS = ("grades.csv", "summary.csv", "report.csv", "checks.csv", "timing.csv", "final_grades.csv",
+        "final_summary.csv")
 MARK = ".vaekit/merge.json"
 OWN = (*CSVS, ".vaekit", "nbgrader", "feedback")   # what a merge writes into MERGED (backups/ stays)
 
@@ -224,4 +225,11 @@ def merge(shards: list[Path], target: Path, course: Course | None = None) -> str
     (target / MARK).write_text(json.dumps({"shards": [str(s) for s in shards], "students": len(owner),
                                            "time": f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}"}, indent=1))
     said.insert(0, f"merged {len(shards)} shards, {len(owner)} student(s), into {target}")
+    try:  # the class report of the whole class; a failure of it never fails the merge
+        from autograder.class_report import build
+
+        said.append(f"class report: {build(target)}")
+    except Exception as exc:
+        said.append(f"the class report could not be built ({type(exc).__name__}); try `python -m autograder report "
+                    f"{target}`")
     return "; ".join(said)
