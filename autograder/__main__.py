@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
                    metavar="A,B", help="grade these students again even if their submission did not change")
     g.add_argument("--fresh", action="store_true",
                    help="forget the earlier results in OUT (they are backed up in OUT/backups/) and grade everyone")
+    g.add_argument("--cluster", metavar="ADDRESS",
+                   help="grade on a Dask cluster: tcp://HOST:8786 (a running scheduler whose workers have this "
+                        "commit and these packages) or local:N (N worker processes here); needs "
+                        "pip install 'vaekit[cluster]' (README, section Grading a large class)")
     g.add_argument("--unsafe-no-sandbox", action="store_true",
                    help="run submissions WITHOUT the bubblewrap sandbox, with your user's rights (only for code "
                         "you trust, e.g. your own solutions on a machine without bubblewrap)")
@@ -84,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         options = Options(jobs=args.jobs, timeout=args.timeout, notebook_timeout=args.notebook_timeout,
                           memory_mb=args.memory_limit, shard=args.shard, progress=not args.no_progress,
                           db_url=args.db_url, unsafe_no_sandbox=args.unsafe_no_sandbox,
-                          students=args.students, fresh=args.fresh)
+                          students=args.students, fresh=args.fresh,
+                          cluster=args.cluster)
         try:
             return grade(args.submissions, args.out, options)
         except GradingError as exc:
