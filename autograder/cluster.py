@@ -119,13 +119,22 @@ def differences(mine: dict, theirs: dict) -> list[str]:
 
 
 _checked: dict[str, list[str]] = {}
+_own: list[dict] = []
+
+
+def own_fingerprint() -> dict:
+    """This process's fingerprint, taken once: the files as they were when it first looked (soon after
+    the worker started), so that a checkout updated under a running worker does not pass for its code."""
+    if not _own:
+        _own.append(fingerprint())
+    return _own[0]
 
 
 def worker_problems(client_fingerprint: dict, unsafe: bool) -> list[str]:
     """Run on a worker: why it cannot grade for this client (empty: it can). Cached per process."""
     key = hashlib.sha256(json.dumps(client_fingerprint, sort_keys=True).encode()).hexdigest() + str(unsafe)
     if key not in _checked:
-        problems = differences(fingerprint(), client_fingerprint)
+        problems = differences(own_fingerprint(), client_fingerprint)
         if not unsafe and bwrap_path() is None:
             problems.append("bubblewrap (bwrap) is not installed")
         _checked[key] = problems
@@ -359,9 +368,9 @@ def _report_workers(client, known: set[str], grader: Grader) -> set[str]:
     return now
 
 
-def overhead(client, tasks: int = 200) -> float:
-    """Seconds the scheduler adds per task (a round trip of an empty task with a small payload)."""
-    payload = b"x" * 20_000
+def overhead(client, tasks: int = 200, payload_bytes: int = 20_000) -> float:
+    """Seconds the scheduler adds per task (a round trip of an empty task carrying `payload_bytes`)."""
+    payload = os.urandom(payload_bytes)
     client.submit(len, payload, pure=False).result()   # warm up
     t0 = time.perf_counter()
     futures = [client.submit(len, payload, pure=False) for _ in range(tasks)]
