@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--cold-kernels", action="store_true",
                    help="start every kernel's sandbox from scratch instead of forking it from a warm server per "
                         "worker that has imported torch (slower; the grades are the same)")
+    g.add_argument("--cluster", metavar="ADDRESS",
+                   help="grade on a Dask cluster: tcp://HOST:8786 (a running scheduler whose workers have this "
+                        "commit and these packages) or local:N (N worker processes here); needs "
+                        "pip install 'vaekit[cluster]' (README, section Grading a large class)")
     g.add_argument("--unsafe-no-sandbox", action="store_true",
                    help="run submissions WITHOUT the bubblewrap sandbox, with your user's rights (only for code "
                         "you trust, e.g. your own solutions on a machine without bubblewrap)")
@@ -102,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         options = Options(jobs=args.jobs, timeout=args.timeout, notebook_timeout=args.notebook_timeout,
                           memory_mb=args.memory_limit, shard=args.shard, progress=not args.no_progress,
                           db_url=args.db_url, unsafe_no_sandbox=args.unsafe_no_sandbox,
-                          students=args.students, fresh=args.fresh, warm_kernels=not args.cold_kernels)
+                          students=args.students, fresh=args.fresh, warm_kernels=not args.cold_kernels,
+                          cluster=args.cluster)
         try:
             return grade(args.submissions, args.out, options)
         except GradingError as exc:

@@ -60,6 +60,7 @@ class Options:
     warm_kernels: bool = True     # fork kernels from a warm server per slot (zygote.py) instead of cold starts
     students: tuple[str, ...] = ()  # grade these again even if their submission did not change
     fresh: bool = False           # forget earlier results in OUT (after a backup) and grade everyone
+    cluster: str | None = None    # a Dask scheduler (tcp://HOST:8786) or local:N: grade there (cluster.py)
 
 
 class GradingError(RuntimeError):
@@ -130,20 +131,24 @@ class Prepared:
     cache: Path | None
 
 
-def prepare(base: Path, course: Course) -> Prepared:
-    """The release (nbgrader generate_assignment), references, hidden checks, harness, data cache."""
+def prepare(base: Path, course: Course, solutions: Path = SOLUTIONS, data: Path | bool | None = True) -> Prepared:
+    """The release (nbgrader generate_assignment), references, hidden checks, harness, data cache.
+
+    solutions, data: where the source notebooks and the MNIST copy are (a cluster worker passes
+    those of its course bundle; data=True: `data_dir()`).
+    """
     root = base / "release-course"
-    prepare_course(root, course)
+    prepare_course(root, course, solutions)
     release_dir = generate(root, course)
     names = sorted(p.stem for p in release_dir.glob("*.ipynb"))
     releases = {n: nbformat.read(release_dir / f"{n}.ipynb", as_version=4) for n in names}
-    sources = {n: nbformat.read(SOLUTIONS / f"{n}.ipynb", as_version=4) for n in names}
+    sources = {n: nbformat.read(solutions / f"{n}.ipynb", as_version=4) for n in names}
     refs = {n: build_reference(n, releases[n], sources[n]) for n in names}
     checks = {n: {c.metadata["nbgrader"]["grade_id"]: hidden_calls(c.source) for c in sources[n].cells
                   if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")} for n in names}
     released_tests = {n: {c.metadata["nbgrader"]["grade_id"]: c.source for c in releases[n].cells
                           if c.metadata.get("nbgrader", {}).get("grade")} for n in names}
-    data = data_dir()
+    data = data_dir() if data is True else data or None
     cache = base / "tensor-cache"
     _warm_cache(data, cache)
     return Prepared(base, course, names, releases, refs, checks, released_tests, write_harness(base / "harness"),
@@ -302,26 +307,42 @@ class State:
 
     It is what lets a second `grade` into the same OUT regrade only what changed (and an
     interrupted run go on where it stopped); `checks` is a hash of the hidden tests and
-    checks, so that changing them regrades everyone.
+    checks, so that changing them regrades everyone. Each graded student is appended to
+    state.jsonl at once (constant cost per student, however large the class); `save`
+    folds that journal into state.json (at the start and the end of a run).
     """
 
     def __init__(self, out: Path):
         self.path = out / ".vaekit" / "state.json"
+        self.journal = self.path.with_suffix(".jsonl")
         data = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.checks: str | None = data.get("checks")
         self.students: dict[str, dict] = data.get("students", {})
+        if self.journal.is_file():
+            for line in self.journal.read_text().splitlines():
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    break   # the half line of a run killed while writing it
+                if entry.get("checks") == self.checks:
+                    self.students[entry["student"]] = {"digest": entry["digest"], "results": entry["results"]}
 
     def results(self, student: str) -> list[Result]:
         return [Result.from_dict(d) for d in self.students.get(student, {}).get("results", [])]
 
     def record(self, student: str, digest: str, results: list[Result]) -> None:
-        self.students[student] = {"digest": digest, "results": [r.to_dict() for r in results]}
+        entry = {"digest": digest, "results": [r.to_dict() for r in results]}
+        self.students[student] = entry
+        self.journal.parent.mkdir(parents=True, exist_ok=True)
+        with self.journal.open("a") as f:
+            f.write(json.dumps({"student": student, "checks": self.checks, **entry}, sort_keys=True) + "\n")
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"checks": self.checks, "students": self.students}, sort_keys=True))
         os.replace(tmp, self.path)
+        self.journal.unlink(missing_ok=True)
 
 
 def checks_fingerprint() -> str:
@@ -359,6 +380,7 @@ class Grader:
         self.bar = None
         self.stopping = False
         self.state: State | None = None
+        self.in_csvs: set[str] = set()   # students whose rows the CSVs hold (appended since the last rewrite)
 
     # -- input
     def students(self) -> dict[str, Path]:
@@ -410,12 +432,21 @@ class Grader:
                 self.results[(r.student, r.notebook)] = r
             if results and self.state is not None:
                 self.state.record(results[0].student, digest, results)
-                self.state.save()
-            self.write_csvs(prep)
+            students = {r.student for r in results}
+            if students & self.in_csvs:   # graded twice in one run: rewrite, never a duplicate row
+                self.write_csvs(prep)
+            else:
+                report.append_csvs(self.out, results, prep.names, self.cell_order(prep))
+                self.in_csvs |= students
+
+    def cell_order(self, prep: Prepared) -> dict[str, list[str]]:
+        """Each notebook's test cells in notebook order (the order of the CSVs' rows)."""
+        return {n: list(prep.refs[n].max_points) for n in prep.names}
 
     def write_csvs(self, prep: Prepared) -> None:
-        report.write_csvs(self.out, list(self.results.values()), prep.names,
-                          {n: list(prep.refs[n].max_points) for n in prep.names})
+        """Rewrite the CSVs, sorted, from every result known (at the start and the end of a run)."""
+        report.write_csvs(self.out, list(self.results.values()), prep.names, self.cell_order(prep))
+        self.in_csvs = {student for student, _ in self.results}
 
     def feedback_path(self, r: Result) -> Path:
         return self.out / "feedback" / feedback.safe_name(r.student) / f"{r.notebook}.html"
@@ -449,6 +480,7 @@ class Grader:
             said.append("the hidden tests or checks changed since the last run: every student is graded again")
             self.state.students = {}
         self.state.checks = fingerprint
+        self.state.save()
         with tempfile.TemporaryDirectory(prefix="vaekit-grade-", ignore_cleanup_errors=True) as tmp:
             base = Path(tmp)
             self.say("building the release with nbgrader…")
@@ -467,7 +499,12 @@ class Grader:
                 for r in self.state.results(student):
                     self.results[(r.student, r.notebook)] = r
             self.write_csvs(prep)
-            self.grade_all(prep, todo)
+            try:
+                self.grade_all(prep, todo)
+            finally:   # sorted again, journal folded in: also after Ctrl-C or a failed run
+                with self.lock:
+                    self.write_csvs(prep)
+                    self.state.save()
             kept = gradebook.export(self.out, prep.base / "release-course", prep.course, list(self.results.values()),
                                     self.options.db_url)
         graded_now = {s.student for s in todo}
@@ -509,14 +546,18 @@ class Grader:
         return todo, unchanged
 
     def grade_all(self, prep: Prepared, todo: list[Submission]) -> None:
-        """Grade `todo`: in this process for --jobs 1, else on --jobs worker processes; write as each ends."""
-        self.say(f"grading {len(todo)} student(s) with {self.options.jobs} worker(s), each notebook in "
+        """Grade `todo` and write each student as they are done: in this process for --jobs 1, on --jobs
+        worker processes, or with --cluster as one Dask task per student (cluster.py)."""
+        where = f"on the Dask cluster {self.options.cluster}" if self.options.cluster else \
+            f"with {self.options.jobs} worker(s)"
+        self.say(f"grading {len(todo)} student(s) {where}, each notebook in "
                  f"{'NO sandbox' if self.options.unsafe_no_sandbox else 'its own sandbox'}…")
-        if self.options.progress and todo:
-            from tqdm import tqdm
+        if self.options.cluster:
+            from autograder.cluster import grade_on_cluster  # Dask only when asked for
 
-            self.bar = tqdm(total=len(todo) * len(prep.names), unit="notebook", desc="grading", file=sys.stderr,
-                            dynamic_ncols=True)
+            grade_on_cluster(self, prep, todo)
+            return
+        self.start_bar(len(todo) * len(prep.names))
         warm = self.options.warm_kernels and not self.options.unsafe_no_sandbox
         forks = cold = 0
         try:
@@ -530,11 +571,22 @@ class Grader:
             self.stopping = True
             raise
         finally:
-            if self.bar is not None:
-                self.bar.close()
-                self.bar = None
+            self.close_bar()
             if warm and forks + cold:
                 self.say(f"warm kernels: {forks} forked" + (f", {cold} started cold after a failure" if cold else ""))
+
+    def start_bar(self, total: int) -> None:
+        """One progress bar for the whole class (notebooks), on the client."""
+        if self.options.progress and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="notebook", desc="grading", file=sys.stderr, dynamic_ncols=True)
+
+    def close_bar(self) -> None:
+        """Close the progress bar (messages go to stderr again)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 # ------------------------------------------------------------------------------ runners

@@ -16,11 +16,11 @@ from autograder.config import ASSIGNMENTS, REPO, SOLUTIONS, Course, load_course
 RAISES = "raises-exception"
 
 
-def prepare_course(root: Path, course: Course) -> Path:
-    """An nbgrader course folder at `root` whose source/ holds the filled-in sources."""
+def prepare_course(root: Path, course: Course, solutions: Path = SOLUTIONS) -> Path:
+    """An nbgrader course folder at `root` whose source/ holds the filled-in sources (of `solutions`)."""
     source = root / "source" / course.assignment
     source.mkdir(parents=True, exist_ok=True)
-    for path in sorted(SOLUTIONS.glob("*.ipynb")):
+    for path in sorted(solutions.glob("*.ipynb")):
         (source / path.name).write_text(course.substitute(path.read_text()))
     (root / "nbgrader_config.py").write_text(
         "c = get_config()\n"

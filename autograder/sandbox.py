@@ -272,6 +272,8 @@ class Sandbox:
             if not nested_namespaces:
                 args.append("--disable-userns")
         args += _system_binds()
+        # the private /tmp first: a folder shown below (the data, a virtualenv) may live under the host's /tmp
+        args += ["--perms", "1777", "--size", str(limits.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
         made: set[str] = set()
         for r in _python_roots():
             args += _with_parents(str(r), made) + ["--ro-bind", str(r), str(r)]
@@ -282,9 +284,7 @@ class Sandbox:
         for host, inside in ((mounts.cache, "/cache"), (mounts.parts, "/parts")):
             if host is not None:
                 args += ["--ro-bind", str(host), inside]
-        args += ["--proc", "/proc", "--dev", "/dev",
-                 "--perms", "1777", "--size", str(limits.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp",
-                 "--chdir", "/tmp", "--clearenv"]
+        args += ["--proc", "/proc", "--dev", "/dev", "--chdir", "/tmp", "--clearenv"]
         for key, value in env.items():
             args += ["--setenv", key, value]
         return args
