@@ -74,8 +74,8 @@ def _names(tree: ast.AST) -> tuple[set[str], set[str]]:
 def tag_stub_dependents(nb: nbformat.NotebookNode) -> None:
     """Tag the cells that fail while the stubs are unfilled, so that nbval expects it.
 
-    A cell fails if it reads a name defined by a stub (a solution cell) or bound by
-    another failing cell. JupyterLab's "Run All" also continues past such cells.
+    A cell fails if it is a stub that raises where it stands (not inside a function), or
+    reads a name defined by a stub (a solution cell) or bound by another failing cell. JupyterLab's "Run All" also continues past such cells.
     """
     stubbed: set[str] = set()
     for cell in nb.cells:
@@ -89,6 +89,10 @@ def tag_stub_dependents(nb: nbformat.NotebookNode) -> None:
         bound, used = _names(tree)
         if meta.get("solution"):
             stubbed |= bound
+            if any(isinstance(node, ast.Raise) for node in tree.body):  # a bare stub (`BEST_BETA = …`) raises itself
+                tags = cell.metadata.setdefault("tags", [])
+                if RAISES not in tags:
+                    tags.append(RAISES)
             continue
         if meta.get("grade") or used & stubbed:
             tags = cell.metadata.setdefault("tags", [])

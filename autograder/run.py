@@ -94,7 +94,7 @@ def run_notebook(nb: NotebookNode, checks: dict[str, list[CheckCall]], settings:
                 pending.pop(0)
         finally:
             result.evidence += [e for e in kernel.evidence if e not in result.evidence]
-            if kernel.lost:
+            if kernel.lost and kernel.lost not in kernel.evidence:  # evidence is reported as such already
                 result.crashed = result.crashed or "did not respond" not in kernel.lost
                 result.notes.append(kernel.lost)
             kernel.process.close()

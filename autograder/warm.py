@@ -46,6 +46,8 @@ class WarmKernel:
             self.slot.stop()  # the server is not answering: it goes, with whatever it was serving
 
     def close(self, timeout: float = 5) -> None:
+        if self.closed:
+            return
         try:
             self.channel.send({"op": "bye", "id": 0}, deadline=time.monotonic() + 1)
         except wire.WireError:

@@ -227,10 +227,12 @@ class Channel:
                 data = data[sent:]
             except BlockingIOError:
                 self._wait(select.POLLOUT, deadline)
-            except (BrokenPipeError, ConnectionResetError):
-                raise PeerClosed("the other end closed the channel") from None
+            except OSError:  # a broken pipe, a reset, or this end already closed (a killed kernel)
+                raise PeerClosed("the channel is closed") from None
 
     def _wait(self, events: int, deadline: float | None) -> None:
+        if self.sock.fileno() < 0:
+            raise PeerClosed("the channel is closed")
         poller = select.poll()
         poller.register(self.sock, events)
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -244,7 +246,7 @@ class Channel:
             except BlockingIOError:
                 self._wait(select.POLLIN, deadline)
                 continue
-            except ConnectionResetError:
+            except OSError:  # a reset, or this end already closed
                 chunk = b""
             if not chunk:
                 raise PeerClosed("the other end closed the channel")
