@@ -31,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -39,7 +40,7 @@ import time
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
-MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x1, 0x2, 0x4, 0x20, 0x1000, 0x4000, 0x40000
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 1, 4, 38, 24
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -86,11 +87,49 @@ def _isolate(uid: int, gid: int, limits: dict) -> None:
         f.write(f"1000 {gid} 1")
 
 
+def _mounts_below(folder: str) -> list[str]:
+    """The mount points strictly below `folder` (from /proc/self/mountinfo), outermost first."""
+    points = set()
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4]
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point)  # \040 is a space
+            if point.startswith(folder.rstrip("/") + "/"):
+                points.add(point)
+    outermost = []
+    for point in sorted(points, key=len):
+        if not any(point.startswith(p + "/") for p in outermost):
+            outermost.append(point)
+    return outermost
+
+
+def _private_tmp(size_mb: int) -> None:
+    """A fresh tmpfs on /tmp that still shows what the server's sandbox mounted below /tmp.
+
+    A read-only folder of the sandbox may live under the host's /tmp (a virtualenv or the data
+    of a checkout in /tmp): it is opened before the tmpfs hides it, then bound back on top,
+    read-only, through its open descriptor.
+    """
+    below = [(p, os.open(p, os.O_PATH)) for p in _mounts_below("/tmp")]
+    _mount_tmpfs("/tmp", size_mb)
+    for point, fd in below:
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            os.makedirs(point, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(point), exist_ok=True)
+            open(point, "a").close()
+        _check(_libc.mount(f"/proc/self/fd/{fd}".encode(), point.encode(), None, MS_BIND | MS_REC, None),
+               f"bind {point}")
+        _check(_libc.mount(None, point.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
+                           None), f"read-only {point}")
+        os.close(fd)
+
+
 def _become_kernel(limits: dict, channel_fd: int) -> None:
     """In the grandchild (PID 1 of the new namespace): private tmpfs, limits, no capabilities."""
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the keeper dies -> so does this namespace
     _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
-    _mount_tmpfs("/tmp", int(limits.get("tmp_mb", 256)))
+    _private_tmp(int(limits.get("tmp_mb", 256)))
     if os.path.isdir("/dev/shm"):
         _mount_tmpfs("/dev/shm", 16)
     mb = 1024 * 1024
