@@ -1,4 +1,5 @@
 """Paths and the course settings of autograder/course.toml."""
+
 from __future__ import annotations
 
 import tomllib

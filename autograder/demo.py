@@ -11,6 +11,7 @@
 
 Everything it writes is under demo_output/ (or --out).
 """
+
 from __future__ import annotations
 
 import csv
@@ -90,7 +91,7 @@ def demo(out: Path = Path("demo_output"), jobs: int = 2) -> int:
     print(f"1. building the student notebooks with nbgrader -> {out / 'release'}", flush=True)
     write_release(out / "release", course)
     with tempfile.TemporaryDirectory(prefix="vaekit-demo-") as tmp:
-        source_dir = Path(tmp) / "source"      # the solutions, placeholders filled in as for the release
+        source_dir = Path(tmp) / "source"  # the solutions, placeholders filled in as for the release
         source_dir.mkdir()
         for path in sorted(SOLUTIONS.glob("*.ipynb")):
             (source_dir / path.name).write_text(course.substitute(path.read_text()))
@@ -98,8 +99,10 @@ def demo(out: Path = Path("demo_output"), jobs: int = 2) -> int:
         described = make_submissions(out / "release", source_dir, out / "submissions")
     for student, text in described.items():
         print(f"   {student:<6} {text}")
-    print(f"3. grading with `python -m autograder grade {out / 'submissions'} --out {out / 'grades'} "
-          f"--jobs {jobs}`", flush=True)
+    print(
+        f"3. grading with `python -m autograder grade {out / 'submissions'} --out {out / 'grades'} --jobs {jobs}`",
+        flush=True,
+    )
     try:
         grade(out / "submissions", out / "grades", Options(jobs=jobs))
     except GradingError as exc:
@@ -113,8 +116,10 @@ def demo(out: Path = Path("demo_output"), jobs: int = 2) -> int:
     print(f"what happened: {grades / 'report.csv'}")
     print(f"feedback:      {grades / 'feedback'}/<student>/<notebook>.html (no hidden tests)")
     print(f"class report:  {grades / 'class_report.html'} (instructor only: misconceptions, similar code)")
-    print(f"\nnext: grade the written answers in nbgrader's formgrader (course folder {grades / 'nbgrader'}),\n"
-          f"then `python -m autograder feedback {grades}` puts those points into the feedback\n"
-          f"and writes {grades / 'final_grades.csv'}")
+    print(
+        f"\nnext: grade the written answers in nbgrader's formgrader (course folder {grades / 'nbgrader'}),\n"
+        f"then `python -m autograder feedback {grades}` puts those points into the feedback\n"
+        f"and writes {grades / 'final_grades.csv'}"
+    )
     print(f"done in {time.monotonic() - t0:.0f} s")
     return 0

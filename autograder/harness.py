@@ -23,6 +23,7 @@ change anything in it. The judge treats every answer as data to check, so the
 most a student can do by tampering with this file is to answer for their own
 code, which is what the checks examine anyway.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,15 @@ except ImportError:  # pragma: no cover - in the repository
 MAX_HANDLES = 20_000
 # paths the student's code opened or listed (audit hook): the judge keeps only the instructor's as evidence
 AUDIT: list[list[str]] = []
-AUDITED = {"open": "open", "os.listdir": "list", "os.scandir": "list", "os.remove": "delete",
-           "os.rename": "rename", "shutil.rmtree": "delete", "os.mkdir": "create"}
+AUDITED = {
+    "open": "open",
+    "os.listdir": "list",
+    "os.scandir": "list",
+    "os.remove": "delete",
+    "os.rename": "rename",
+    "shutil.rmtree": "delete",
+    "os.mkdir": "create",
+}
 
 
 _IMPORT_PATHS: set[str] = set()
@@ -166,8 +174,10 @@ class Harness:
             raise KeyboardInterrupt
         if err is None:
             return {"ok": True}
-        return {"ok": False, "type": next((c.__name__ for c in type(err).__mro__
-                                           if c.__module__ == "builtins"), "Exception")}
+        return {
+            "ok": False,
+            "type": next((c.__name__ for c in type(err).__mro__ if c.__module__ == "builtins"), "Exception"),
+        }
 
     def op_call(self, header: dict) -> dict:
         fn = self.target(header["target"])
@@ -249,11 +259,11 @@ class Harness:
     def op_modules(self, header: dict) -> dict:
         found = []
         for name, m in self.target(header["target"]).named_modules():
-            kind = next((c.__name__ for c in type(m).__mro__ if c.__module__.startswith("torch.nn.modules")),
-                        "Module")
+            kind = next((c.__name__ for c in type(m).__mro__ if c.__module__.startswith("torch.nn.modules")), "Module")
             stride = getattr(m, "stride", None)
-            found.append({"name": str(name), "kind": kind,
-                          "stride": list(stride) if isinstance(stride, tuple) else stride})
+            found.append(
+                {"name": str(name), "kind": kind, "stride": list(stride) if isinstance(stride, tuple) else stride}
+            )
         out = wire.encode(found)
         return {"value": out.header, "_encoded": out}
 
@@ -287,8 +297,13 @@ class Harness:
             raise wire.WireError("unexpected message from the judge")
         if "error" in reply:
             err = reply["error"]
-            kind = {"AssertionError": AssertionError, "TypeError": TypeError, "ValueError": ValueError,
-                    "IndexError": IndexError, "KeyError": KeyError}.get(err.get("type"), RuntimeError)
+            kind = {
+                "AssertionError": AssertionError,
+                "TypeError": TypeError,
+                "ValueError": ValueError,
+                "IndexError": IndexError,
+                "KeyError": KeyError,
+            }.get(err.get("type"), RuntimeError)
             raise kind(err.get("message", "the grader's model could not run this call"))
         return reply, reply_blobs
 
@@ -305,8 +320,9 @@ class _Attach(torch.autograd.Function):
     def backward(ctx, *grads):
         link = ctx.link
         enc = wire.encode(list(grads))
-        reply, blobs = link["harness"].ask({"op": "lent_backward", "call": link["call"], "grads": enc.header},
-                                           enc.blobs)
+        reply, blobs = link["harness"].ask(
+            {"op": "lent_backward", "call": link["call"], "grads": enc.header}, enc.blobs
+        )
         got = wire.decode(reply.get("value", []), blobs)
         return (None, None, *[g if isinstance(g, torch.Tensor) else None for g in got])
 
@@ -316,8 +332,18 @@ def _call_judge(harness: Harness, lent_id: int, method: str, args, kwargs, param
     enc = wire.encode([list(args), dict(kwargs)], objects=harness._objects, tensors=inputs)
     penc = wire.encode(list(params), blobs=enc.blobs, tensors=inputs)
     grad = torch.is_grad_enabled()
-    reply, blobs = harness.ask({"op": "lent_call", "lent": lent_id, "method": method, "args": enc.header,
-                                "params": penc.header, "training": training, "grad": grad}, enc.blobs)
+    reply, blobs = harness.ask(
+        {
+            "op": "lent_call",
+            "lent": lent_id,
+            "method": method,
+            "args": enc.header,
+            "params": penc.header,
+            "training": training,
+            "grad": grad,
+        },
+        enc.blobs,
+    )
     outs: list[torch.Tensor] = []
     value = wire.decode(reply.get("value"), blobs, harness.resolve, outs)
     marked = reply.get("outs") or []
@@ -331,8 +357,6 @@ def _call_judge(harness: Harness, lent_id: int, method: str, args, kwargs, param
     swap = dict(zip(marked, attached))
     counter = iter(range(len(outs)))
     return wire.replace_tensors(value, lambda t: swap.get(next(counter), t))
-
-
 
 
 class _LentFunction:
@@ -363,7 +387,8 @@ class _LentModule(torch.nn.Module):
         with torch.no_grad():
             if len(self._params) != len(values):
                 self._params = torch.nn.ParameterList(
-                    [torch.nn.Parameter(v, requires_grad=v.is_floating_point()) for v in values])
+                    [torch.nn.Parameter(v, requires_grad=v.is_floating_point()) for v in values]
+                )
             else:
                 for p, v in zip(self._params, values):
                     p.copy_(v)

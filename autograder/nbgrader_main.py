@@ -5,6 +5,7 @@ which builds a parser for IRIs at import time: about four CPU seconds for every
 process, for a format nbformat never checks. Blocking that import makes
 jsonschema fall back to not validating "iri" strings.
 """
+
 import sys
 
 

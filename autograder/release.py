@@ -1,4 +1,5 @@
 """Regenerate the student notebooks (assignments/) from the sources (solutions/) with nbgrader."""
+
 from __future__ import annotations
 
 import ast

@@ -15,6 +15,7 @@ student's rows, unsorted until the next run.
 * timing.csv   one row per notebook run: the seconds it took (apart, so that the other CSVs do not
                depend on the machine's load)
 """
+
 from __future__ import annotations
 
 import csv
@@ -65,8 +66,16 @@ def _rows(results: list["Result"], names: list[str], cell_order: dict[str, list[
             grades.append([r.student, r.notebook, cell, fmt(points), fmt(max_points), r.status])
             verdict = r.verdicts.get(cell)
             if verdict is not None:
-                checks.append([r.student, r.notebook, cell, "1" if verdict.passed else "0",
-                               verdict.misconception or "", verdict.message])
+                checks.append(
+                    [
+                        r.student,
+                        r.notebook,
+                        cell,
+                        "1" if verdict.passed else "0",
+                        verdict.misconception or "",
+                        verdict.message,
+                    ]
+                )
     summary: list[list[str]] = []
     by_student: dict[str, dict[str, "Result"]] = {}
     for r in results:
@@ -74,16 +83,28 @@ def _rows(results: list["Result"], names: list[str], cell_order: dict[str, list[
     for student, mine in by_student.items():
         if len(mine) < len(names):
             continue  # still being graded
-        summary.append([student, fmt(sum(r.score for r in mine.values())), fmt(sum(r.max_score for r in mine.values())),
-                        *(fmt(mine[n].score) for n in names), worst(*(mine[n].status for n in names))])
+        summary.append(
+            [
+                student,
+                fmt(sum(r.score for r in mine.values())),
+                fmt(sum(r.max_score for r in mine.values())),
+                *(fmt(mine[n].score) for n in names),
+                worst(*(mine[n].status for n in names)),
+            ]
+        )
     detail: list[list[str]] = []
     timing: list[list[str]] = []
     for r in results:
         detail.append([r.student, r.notebook, r.status, fmt(r.score), fmt(r.max_score), "; ".join(r.notes)])
         if r.seconds:
             timing.append([r.student, r.notebook, f"{r.seconds:.1f}"])
-    return {"grades.csv": grades, "summary.csv": summary, "report.csv": detail, "checks.csv": checks,
-            "timing.csv": timing}
+    return {
+        "grades.csv": grades,
+        "summary.csv": summary,
+        "report.csv": detail,
+        "checks.csv": checks,
+        "timing.csv": timing,
+    }
 
 
 def write_csvs(out: Path, results: list["Result"], names: list[str], cell_order: dict[str, list[str]]) -> None:

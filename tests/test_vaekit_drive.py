@@ -1,4 +1,5 @@
 """In Colab, a refused or failing Google Drive mount gives a clear error (and notebook 4 still trains)."""
+
 from __future__ import annotations
 
 import json

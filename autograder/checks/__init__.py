@@ -11,6 +11,7 @@ Checks that exercise one graded function swap the student's other graded
 functions for the reference ones while they run (`swapped`), so one mistake
 loses only the points of the check meant to catch it.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """Reference pieces the checks swap in, and tiny models to train on. Hidden."""
+
 from __future__ import annotations
 
 import torch
@@ -44,7 +45,9 @@ class TinyAE(nn.Module):
     def __init__(self, latent_dim: int = 8):
         super().__init__()
         self.enc = nn.Sequential(nn.Flatten(), nn.Linear(NUM_PIXELS, 64), nn.ReLU(), nn.Linear(64, latent_dim))
-        self.dec = nn.Sequential(nn.Linear(latent_dim, 64), nn.ReLU(), nn.Linear(64, NUM_PIXELS), nn.Unflatten(1, IMAGE_SHAPE))
+        self.dec = nn.Sequential(
+            nn.Linear(latent_dim, 64), nn.ReLU(), nn.Linear(64, NUM_PIXELS), nn.Unflatten(1, IMAGE_SHAPE)
+        )
 
     def encode(self, x):
         return self.enc(x)
@@ -65,7 +68,9 @@ class TinyVAE(nn.Module):
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(NUM_PIXELS, 64), nn.ReLU())
         self.to_mu = nn.Linear(64, latent_dim)
         self.to_logvar = nn.Linear(64, latent_dim)
-        self.dec = nn.Sequential(nn.Linear(latent_dim, 64), nn.ReLU(), nn.Linear(64, NUM_PIXELS), nn.Unflatten(1, IMAGE_SHAPE))
+        self.dec = nn.Sequential(
+            nn.Linear(latent_dim, 64), nn.ReLU(), nn.Linear(64, NUM_PIXELS), nn.Unflatten(1, IMAGE_SHAPE)
+        )
 
     def encode(self, x):
         h = self.body(x)
