@@ -337,7 +337,7 @@ def similarity(
             filtered_of: dict[str, tuple[str, object, np.ndarray]] = {}  # source -> (filtered, offsets, kgrams)
             own: dict[str, str] = {}
             for student, answers in students.items():
-                src = answers.get(cell, "")  # noqa: B007
+                src = answers.get(cell, "")
                 if not src.strip() or src.strip() == stub.strip():
                     continue  # unchanged stub: nothing of the student's
                 if src not in filtered_of:

@@ -239,7 +239,7 @@ def render(
     return path
 
 
-def write(result: "Result", path: Path) -> Path:
+def write(result: Result, path: Path) -> Path:
     """The page of a freshly graded notebook (written answers still waiting for a grader)."""
     if result.graded is None:
         return write_plain(result, path)
@@ -253,7 +253,7 @@ def write(result: "Result", path: Path) -> Path:
     )
 
 
-def write_plain(result: "Result", path: Path) -> Path:
+def write_plain(result: Result, path: Path) -> Path:
     """A page without the notebook: missing, unreadable, or a notebook that does not render."""
     items = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
     what = {"missing": "was not found", "unreadable": "could not be read"}.get(result.status, "was graded")

@@ -44,8 +44,8 @@ from autograder.release import generate, prepare_course
 from autograder.run import NotebookRun, RunSettings, run_notebook
 from autograder.sandbox import INSTALL_HINT, Limits, Mounts, SandboxUnavailable, bwrap_path, write_harness
 from autograder.status import Verdict, worst
-from autograder.warm import WarmSlot
 from autograder.submissions import find_notebooks
+from autograder.warm import WarmSlot
 
 
 @dataclass
@@ -104,7 +104,7 @@ class Result:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Result":
+    def from_dict(cls, d: dict) -> Result:
         return cls(
             d["student"],
             d["notebook"],

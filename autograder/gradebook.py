@@ -305,7 +305,7 @@ def graded_path(out: Path, assignment: str, student: str, notebook: str) -> Path
     return out / "nbgrader" / "autograded" / student / assignment / f"{notebook}.ipynb"
 
 
-def keep_graded(out: Path, assignment: str, result: "Result") -> Path | None:
+def keep_graded(out: Path, assignment: str, result: Result) -> Path | None:
     """Write the graded notebook where formgrader and `feedback` read it."""
     if result.graded is None:
         return None
@@ -319,7 +319,7 @@ def _digest(path: Path | None) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path and path.is_file() else None
 
 
-def export(out: Path, release_root: Path, course: Course, results: list["Result"], db_url: str | None = None) -> str:
+def export(out: Path, release_root: Path, course: Course, results: list[Result], db_url: str | None = None) -> str:
     """Write every result into the gradebook; returns what was kept, for the summary line."""
     a = course.assignment
     root = out / "nbgrader"

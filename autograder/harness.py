@@ -440,7 +440,7 @@ def _warm_up_torch() -> None:
 def preload():
     """Import what every notebook imports and make the shell: once per kernel, or once per zygote."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    import matplotlib.font_manager  # noqa: F401  (builds the font list once, not in every forked kernel)
+    import matplotlib.font_manager  # builds the font list once, not in every forked kernel
     import matplotlib.pyplot  # noqa: F401
     from IPython.core.interactiveshell import InteractiveShell
 

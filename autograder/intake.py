@@ -420,7 +420,7 @@ def rebuild(ref: Reference, cells: list[dict]) -> Intake:
             run = (
                 released.cell_type == "code"
                 and not test
-                and (anchor.kind == "locked" or cell is None and anchor.kind == "solution")
+                and (anchor.kind == "locked" or (cell is None and anchor.kind == "solution"))
             )
             out.append(_cell(released.cell_type, released.source, released.metadata, [] if test else outputs, run))
             if (

@@ -55,7 +55,7 @@ def _header(name: str, names: list[str]) -> list[str]:
     return [x for h in HEADERS[name] for x in (names if h == "{names}" else [h])]
 
 
-def _rows(results: list["Result"], names: list[str], cell_order: dict[str, list[str]]) -> dict[str, list[list[str]]]:
+def _rows(results: list[Result], names: list[str], cell_order: dict[str, list[str]]) -> dict[str, list[list[str]]]:
     """The rows (no header) of each CSV for `results`, in sorted order."""
     results = sorted(results, key=lambda r: (r.student, r.notebook))
     order = {n: {c: i for i, c in enumerate(cells)} for n, cells in cell_order.items()}
@@ -77,7 +77,7 @@ def _rows(results: list["Result"], names: list[str], cell_order: dict[str, list[
                     ]
                 )
     summary: list[list[str]] = []
-    by_student: dict[str, dict[str, "Result"]] = {}
+    by_student: dict[str, dict[str, Result]] = {}
     for r in results:
         by_student.setdefault(r.student, {})[r.notebook] = r
     for student, mine in by_student.items():
@@ -107,14 +107,14 @@ def _rows(results: list["Result"], names: list[str], cell_order: dict[str, list[
     }
 
 
-def write_csvs(out: Path, results: list["Result"], names: list[str], cell_order: dict[str, list[str]]) -> None:
+def write_csvs(out: Path, results: list[Result], names: list[str], cell_order: dict[str, list[str]]) -> None:
     """Write the CSVs for `results`; `cell_order[notebook]` lists its test cells in notebook order."""
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in _rows(results, names, cell_order).items():
         _write(out / name, [_header(name, names), *rows])
 
 
-def append_csvs(out: Path, results: list["Result"], names: list[str], cell_order: dict[str, list[str]]) -> None:
+def append_csvs(out: Path, results: list[Result], names: list[str], cell_order: dict[str, list[str]]) -> None:
     """Append the rows of `results` (students not yet in the CSVs) to the CSVs `write_csvs` wrote."""
     for name, rows in _rows(results, names, cell_order).items():
         if not rows:

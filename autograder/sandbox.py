@@ -168,7 +168,7 @@ class Sandbox:
         slot: int = 0,
         unsafe: bool = False,
         nested_namespaces: bool = False,
-    ) -> "Sandbox":
+    ) -> Sandbox:
         """Start `python ARGS FD` in a sandbox, FD being `sock` passed in; no wait for it to be ready.
 
         nested_namespaces: allow the sandbox to make user namespaces of its own (the warm-kernel
@@ -217,7 +217,7 @@ class Sandbox:
     @classmethod
     def start(
         cls, mounts: Mounts, limits: Limits, log: Path, slot: int = 0, unsafe: bool = False, ready_timeout: float = 120
-    ) -> tuple["Sandbox", dict]:
+    ) -> tuple[Sandbox, dict]:
         """Start a harness; returns it and its 'ready' message. Raises SandboxUnavailable, OSError."""
         judge_end, kernel_end = wire.socketpair()
         try:

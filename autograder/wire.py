@@ -33,8 +33,9 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -224,7 +225,7 @@ class Channel:
         self._buffer = bytearray()
 
     @classmethod
-    def from_fd(cls, fd: int) -> "Channel":
+    def from_fd(cls, fd: int) -> Channel:
         return cls(socket.socket(fileno=fd))
 
     def close(self) -> None:

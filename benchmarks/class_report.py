@@ -25,7 +25,6 @@ import synthetic_class as sc  # noqa: E402
 
 from autograder import class_report  # noqa: E402
 
-
 EXTRA = [
     f"{v} = {expr}"
     for v, expr in [

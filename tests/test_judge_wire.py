@@ -39,7 +39,7 @@ class _NoProcess:
         self.sock.close()
 
 
-@pytest.fixture()
+@pytest.fixture
 def kernel():
     judge_end, kernel_end = socket.socketpair()
     shell = InteractiveShell.instance()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 
 from autograder.checks import Mistake, Recorder, close, layer_kinds, require, swapped, toy_images
 from autograder.checks import reference as ref
