@@ -347,7 +347,7 @@ def similarity(
             if len(own) < 2:
                 continue
             df = Counter()
-            for student, src in own.items():
+            for src in own.values():
                 df.update(filtered_of[src][2].tolist())
             limit = max(COMMON_MIN, common_fraction * len(own))
             common = [h for h, n in df.items() if n > limit]
@@ -361,7 +361,7 @@ def similarity(
                 prints[cell][student] = fp_of[src]
         # candidates: students who share fingerprints (an inverted index, as MOSS does), then compared
         shared: Counter = Counter()
-        for cell, fps in prints.items():
+        for fps in prints.values():
             index: dict[int, list[str]] = defaultdict(list)
             for student, fp in fps.items():
                 for h in fp.hashes:

@@ -26,6 +26,7 @@ code, which is what the checks examine anyway.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -219,14 +220,14 @@ class Harness:
         state = {}
         for n, obj in self.lent.items():
             if isinstance(obj, _LentModule):
-                enc = wire.encode([p for p in obj._params], blobs=out.blobs)
+                enc = wire.encode(list(obj._params), blobs=out.blobs)
                 state[str(n)] = enc.header
         return state
 
     def op_backward(self, header: dict) -> dict:
         outs, leaves = self.graphs[int(header["call"])]
         grads = wire.decode(header.get("grads", []), self.blobs)
-        pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
+        pairs = [(o, g) for o, g in zip(outs, grads, strict=True) if g is not None]
         for leaf in leaves:
             leaf.grad = None
         if pairs:
@@ -354,7 +355,7 @@ def _call_judge(harness: Harness, lent_id: int, method: str, args, kwargs, param
     anchor = torch.zeros((), requires_grad=True)
     attached = _Attach.apply(link, anchor, *grad_inputs)
     # the judge answers lent_backward with one gradient per input that requires grad, in order
-    swap = dict(zip(marked, attached))
+    swap = dict(zip(marked, attached, strict=True))
     counter = iter(range(len(outs)))
     return wire.replace_tensors(value, lambda t: swap.get(next(counter), t))
 
@@ -390,7 +391,7 @@ class _LentModule(torch.nn.Module):
                     [torch.nn.Parameter(v, requires_grad=v.is_floating_point()) for v in values]
                 )
             else:
-                for p, v in zip(self._params, values):
+                for p, v in zip(self._params, values, strict=True):
                     p.copy_(v)
 
     def _remote(self, method: str, args, kwargs):
@@ -419,10 +420,8 @@ def drop_privileges() -> None:
 def no_new_privileges() -> None:
     import ctypes
 
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # no prctl (not Linux): nothing to set
         ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
-    except (OSError, AttributeError):  # pragma: no cover
-        pass
 
 
 def _warm_up_torch() -> None:
@@ -444,10 +443,8 @@ def preload():
     import matplotlib.pyplot  # noqa: F401
     from IPython.core.interactiveshell import InteractiveShell
 
-    try:
+    with contextlib.suppress(ImportError):  # the sandbox always has it
         import vaekit  # noqa: F401
-    except ImportError:  # pragma: no cover - the sandbox always has it
-        pass
     _warm_up_torch()
     shell = InteractiveShell.instance(colors="nocolor")
     shell.showtraceback = lambda *a, **k: None  # tracebacks are the student's own business

@@ -32,7 +32,7 @@ RUN_KEY = "vaekit"  # cell metadata set by the intake: {"run": bool}
 class RunSettings:
     """How one notebook is run: limits, time budgets, and what counts as the instructor's."""
 
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
     timeout: float = 60.0  # seconds a cell or a check may take
     notebook_timeout: float = 900.0  # seconds for the whole notebook
     restarts: int = 2

@@ -23,6 +23,7 @@ grader's user — fine for your own code, not for a class.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -343,15 +344,16 @@ class Sandbox:
         args += ["--perms", "1777", "--size", str(limits.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
         made: set[str] = set()
         for r in _python_roots():
-            args += _with_parents(str(r), made) + ["--ro-bind", str(r), str(r)]
-        args += _with_parents(f"{VAEKIT_DIR}/vaekit", made) + [
+            args += [*_with_parents(str(r), made), "--ro-bind", str(r), str(r)]
+        args += [
+            *_with_parents(f"{VAEKIT_DIR}/vaekit", made),
             "--ro-bind",
             str(REPO / "vaekit"),
             f"{VAEKIT_DIR}/vaekit",
         ]
-        args += _with_parents(f"{HARNESS_DIR}/x", made) + ["--ro-bind", str(mounts.harness), HARNESS_DIR]
+        args += [*_with_parents(f"{HARNESS_DIR}/x", made), "--ro-bind", str(mounts.harness), HARNESS_DIR]
         if mounts.data is not None:
-            args += _with_parents(str(mounts.data), made) + ["--ro-bind", str(mounts.data), str(mounts.data)]
+            args += [*_with_parents(str(mounts.data), made), "--ro-bind", str(mounts.data), str(mounts.data)]
         for host, inside in ((mounts.cache, "/cache"), (mounts.parts, "/parts")):
             if host is not None:
                 args += ["--ro-bind", str(host), inside]
@@ -378,10 +380,8 @@ class Sandbox:
     def interrupt(self) -> None:
         """SIGINT to the harness (KeyboardInterrupt in the student's code)."""
         if self.pid:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it has already exited
                 os.kill(self.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
 
     def kill(self) -> None:
         """Kill the sandbox: its PID 1 and so everything in it. Never blocks for long."""
@@ -395,10 +395,8 @@ class Sandbox:
                 pass
         if self.channel is not None:
             self.channel.close()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILL does not take this long
             self.proc.wait(10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not take this long
-            pass
 
     def close(self, timeout: float = 5) -> None:
         """Ask the harness to exit; kill it if it does not."""

@@ -163,10 +163,10 @@ def find_notebooks(folder: Path, released: list[str], assignment: str) -> Found:
         found.folder = nested
         outside = [f for f in files if not f.startswith(prefix)]
         files = [f[len(prefix) :] for f in files if f.startswith(prefix)]
-        links = [l[len(prefix) :] if l.startswith(prefix) else f"../{l}" for l in links]
+        links = [link[len(prefix) :] if link.startswith(prefix) else f"../{link}" for link in links]
         found.extras.extend(f"../{f}" for f in outside)
     base = found.folder
-    found.ignored.extend(f"{l} (a symbolic link: not followed)" for l in links)
+    found.ignored.extend(f"{link} (a symbolic link: not followed)" for link in links)
 
     candidates = [f for f in files if "/" not in f and _stem(f)]
     used: set[str] = set()

@@ -26,6 +26,7 @@ crosses: the receiver gets numbers, shapes and dtypes only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -229,10 +230,8 @@ class Channel:
         return cls(socket.socket(fileno=fd))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # already closed: nothing left to do
             self.sock.close()
-        except OSError:
-            pass
 
     def send(self, header: dict, blobs: list[bytes] = (), deadline: float | None = None) -> None:
         header = dict(header, blobs=[len(b) for b in blobs])

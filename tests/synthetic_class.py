@@ -121,7 +121,7 @@ def functions(choice: tuple[int, int, int, int], seed: int, bug: bool = False) -
     """name -> full source of each of the four functions, in the student's variants."""
     rng = random.Random(seed)
     out = {}
-    for name, k in zip(("reparameterize", "kl_divergence", "vae_loss", "interpolate"), choice):
+    for name, k in zip(("reparameterize", "kl_divergence", "vae_loss", "interpolate"), choice, strict=True):
         code = SIGMA_SQUARED if bug and name == "reparameterize" else VARIANTS[name][k]
         out[name] = SIGNATURES[name] + body(rename(code, rng), rng)
     return out

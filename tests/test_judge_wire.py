@@ -149,7 +149,7 @@ def test_lent_model_is_trained_by_the_student_loop_and_read_back(kernel):
     model.calls.clear()
     last = kernel.lookup("train")(model, x, 20)
     assert last < first
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
     assert model.calls and all(training and grad for _, training, grad in model.calls)
     torch.testing.assert_close(float(model(x).detach().pow(2).mean()), last, rtol=0.2, atol=1e-3)
 

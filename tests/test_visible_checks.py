@@ -153,7 +153,7 @@ def evaluate_with_encode_and_decode(model, x, beta=1.0, batch_size=500):
             logits = model.decode(mu + torch.exp(0.5 * logvar) * torch.randn_like(mu))
             loss, recon, kl = reference.vae_loss(b, logits, mu, logvar, beta)
             sums += torch.tensor([loss.item(), recon.item(), kl.item()], dtype=torch.float64) * len(b)
-    return dict(zip(("loss", "recon", "kl"), (sums / len(x)).tolist()))
+    return dict(zip(("loss", "recon", "kl"), (sums / len(x)).tolist(), strict=True))
 
 
 def test_evaluate_check_catches_a_plain_average_of_batch_means(sol):

@@ -159,7 +159,8 @@ def check_train_autoencoder(train_autoencoder, namespace=None) -> None:
         "the losses returned are not all finite",
         misconception="train_ae.not_finite",
     )
-    changed = any(not torch.equal(b, p.detach()) for b, p in zip(before, model.parameters()))
+    # strict=False: a loop that adds parameters to the model is judged on the ones it was given
+    changed = any(not torch.equal(b, p.detach()) for b, p in zip(before, model.parameters(), strict=False))
     require(
         changed, "no parameter changed: call optimizer.step() after loss.backward()", misconception="train_ae.no_step"
     )

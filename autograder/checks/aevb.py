@@ -215,6 +215,11 @@ def _samples_per_image(model: LinearGaussian, x: torch.Tensor) -> list[torch.Ten
     return [zs[best == b] for b in range(len(x))]
 
 
+def _log_mean_exp(log_w: torch.Tensor) -> torch.Tensor:
+    """log of the mean of exp(log_w) over its K samples, without overflow: log_w (K,) -> scalar."""
+    return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
+
+
 def _candidates(model: LinearGaussian, x: torch.Tensor, groups: list[torch.Tensor], k: int) -> dict[str, torch.Tensor]:
     """The usual wrong estimates, computed on the student's own samples, per image."""
     mu, logvar = model.encode(x)
@@ -225,14 +230,12 @@ def _candidates(model: LinearGaussian, x: torch.Tensor, groups: list[torch.Tenso
         lpxz = model.log_px_given_z(x[b : b + 1], z)
         lpz = prior.log_prob(z).sum(-1)
         lqz = torch.distributions.Normal(q.loc[b], q.scale[b]).log_prob(z).sum(-1)
-        n = len(z)
-        lse = lambda a: torch.logsumexp(a, 0) - math.log(n)  # noqa: E731
         for name, value in (
             ("recon_at_mean", model.log_px_given_z(x[b : b + 1], mu[b : b + 1])[0]),
             ("recon", lpxz.mean()),
-            ("no_prior", lse(lpxz - lqz)),
-            ("no_posterior", lse(lpxz + lpz)),
-            ("plus_posterior", lse(lpxz + lpz + lqz)),
+            ("no_prior", _log_mean_exp(lpxz - lqz)),
+            ("no_posterior", _log_mean_exp(lpxz + lpz)),
+            ("plus_posterior", _log_mean_exp(lpxz + lpz + lqz)),
             ("mean_of_logs", (lpxz + lpz - lqz).mean()),
             ("no_log_k", torch.logsumexp(lpxz + lpz - lqz, 0)),
         ):

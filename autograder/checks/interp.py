@@ -15,7 +15,8 @@ def check_interpolate(interpolate) -> None:
         path = interpolate(a, b, steps)
         require(
             isinstance(path, torch.Tensor) and tuple(path.shape) == (steps, 5),
-            f"interpolate(z_start, z_end, {steps}) should have shape ({steps}, 5); got {getattr(path, 'shape', type(path))}",
+            f"interpolate(z_start, z_end, {steps}) should have shape ({steps}, 5); "
+            f"got {getattr(path, 'shape', type(path))}",
             misconception="interpolate.shape",
         )
         require(

@@ -77,16 +77,18 @@ def check_reparameterize_statistics(reparameterize) -> None:
         (torch.log(SIGMAS**2).abs(), "logvar itself, not like σ = exp(0.5·logvar)", "logvar_as_sigma"),
         (SIGMAS.sqrt(), "√σ, not like σ = exp(0.5·logvar)", "sqrt_sigma"),
     ):
-        if all(abs(float(s) - float(w)) < max(sigma_tolerance(float(w), n), 1e-6) for s, w in zip(std, wrong)):
+        if all(
+            abs(float(s) - float(w)) < max(sigma_tolerance(float(w), n), 1e-6) for s, w in zip(std, wrong, strict=True)
+        ):
             raise Mistake(f"z's spread grows like {words}", misconception=f"reparameterize.{mistake}")
-    for s, sigma in zip(std, SIGMAS):
+    for s, sigma in zip(std, SIGMAS, strict=True):
         require(
             abs(float(s) - float(sigma)) < sigma_tolerance(float(sigma), n),
             "the spread of z around mu is not σ = exp(0.5·logvar): check how you turn logvar into σ",
             misconception="reparameterize.wrong_spread",
         )
     mean = z.mean(dim=0)
-    for m, m0, sigma in zip(mean, mu[0], SIGMAS):
+    for m, m0, sigma in zip(mean, mu[0], SIGMAS, strict=True):
         require(
             abs(float(m - m0)) < 5 * float(sigma) / math.sqrt(n),
             "z is not centred on mu: ε must have mean 0 (torch.randn, not torch.rand)",
@@ -335,7 +337,8 @@ def check_train_vae(train_vae, namespace=None) -> None:
         bool(torch.isfinite(loss).all()), "the losses returned are not all finite", misconception="train_vae.not_finite"
     )
     require(
-        any(not torch.equal(b, p.detach()) for b, p in zip(before, model.parameters())),
+        # strict=False: a loop that adds parameters to the model is judged on the ones it was given
+        any(not torch.equal(b, p.detach()) for b, p in zip(before, model.parameters(), strict=False)),
         "no parameter changed: call optimizer.step() after loss.backward()",
         misconception="train_vae.no_step",
     )
