@@ -68,8 +68,8 @@ def make(out: Path, n: int) -> Path:
         fns = sc.functions(choice, seed=i, bug=bug)
         for name in fns:  # and lines of their own
             extra = rng.sample(EXTRA, 2)
-            head, _, rest = fns[name].partition('"""\n')
-            head2, _, rest2 = rest.partition('"""\n') if rest.count('"""') else ("", "", rest)
+            _, _, rest = fns[name].partition('"""\n')
+            _, _, rest2 = rest.partition('"""\n') if rest.count('"""') else ("", "", rest)
             fns[name] = fns[name].replace(rest2, "".join(f"    {e}\n" for e in extra) + rest2, 1)
         students[s] = sc.cells(fns)
         verdicts[s] = bad if bug else ok

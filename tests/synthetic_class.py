@@ -43,9 +43,10 @@ VARIANTS = {
         "std = torch.exp(0.5 * logvar)\neps = torch.randn_like(std)\nreturn mu + eps * std",
         "return torch.distributions.Normal(mu, torch.exp(logvar / 2)).rsample()",
         "sigma = logvar.mul(0.5).exp_()\nnoise = sigma.new(sigma.size()).normal_()\nreturn noise.mul(sigma).add_(mu)",
-        "noise = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device)\nreturn mu + noise * torch.sqrt(torch.exp(logvar))",
-        "var = logvar.exp()\nz = mu.clone()\nz = z + var.sqrt() * torch.normal(torch.zeros_like(mu), torch.ones_like(mu))\n"
-        "return z",
+        "noise = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device)\n"
+        "return mu + noise * torch.sqrt(torch.exp(logvar))",
+        "var = logvar.exp()\nz = mu.clone()\n"
+        "z = z + var.sqrt() * torch.normal(torch.zeros_like(mu), torch.ones_like(mu))\nreturn z",
     ],
     "kl_divergence": [
         "return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)",

@@ -303,7 +303,7 @@ def train_without_step(model, train_x, num_epochs, batch_size=128, lr=1e-3):
 
 
 def test_training_without_step_is_caught():
-    with pytest.raises(AssertionError, match="optimizer.step"):
+    with pytest.raises(AssertionError, match=r"optimizer\.step"):
         ae.check_train_autoencoder(train_without_step, {})
 
 

@@ -167,7 +167,7 @@ def test_stable_cases_have_the_targeted_log_px():
 
 def recon_as_likelihood(model, x, num_samples):
     """The published reproduction's number: the reconstruction term (minus the cross-entropy)."""
-    z, mu, logvar = _draw(model, x, num_samples)
+    z, _, _ = _draw(model, x, num_samples)
     return model.log_px_given_z(x, z).mean(0)
 
 

@@ -10,6 +10,7 @@ breaks the protocol is evidence of tampering.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -60,10 +61,8 @@ def kernel():
 
 
 def _serve(harness):
-    try:
+    with contextlib.suppress(wire.WireError):  # the judge's end closed mid-message: the test ends it
         harness.serve()
-    except wire.WireError:
-        pass
 
 
 def define(kernel, code):
@@ -198,7 +197,7 @@ def test_hidden_blocks_hold_check_calls_only():
         "hidden.check_vae_model(VAE, globals())\n### END HIDDEN TESTS"
     )
     assert calls == [CheckCall("autograder.checks.vae", "check_vae_model", ["VAE", None])]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="hidden test line 'assert 1 == 1': only"):
         hidden_calls("### BEGIN HIDDEN TESTS\nassert 1 == 1\n### END HIDDEN TESTS")
 
 

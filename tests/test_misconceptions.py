@@ -113,7 +113,7 @@ def solution_modules(tmp_path_factory):
 
 @pytest.mark.parametrize("notebook, variant", sorted(EXPECTED), ids=[v for _, v in sorted(EXPECTED)])
 def test_sample_bug_fails_with_its_id(solution_modules, notebook, variant):
-    _, name, code, failing = samples.BUGS[notebook][variant]
+    _, _, code, failing = samples.BUGS[notebook][variant]
     ns = dict(vars(solution_modules[notebook]))
     exec(compile(code, f"<{variant}>", "exec"), ns)  # the buggy function replaces the solution's
     source = nbformat.read(SOLUTIONS / f"{notebook}.ipynb", as_version=4)

@@ -152,7 +152,7 @@ def test_a_release_older_than_the_solutions_is_refused(course_copy, public):
     markdown = next(
         c for c in nb["cells"] if c["cell_type"] == "markdown" and not c.get("metadata", {}).get("nbgrader")
     )
-    markdown["source"] = ["A sentence added after the release.\n\n"] + list(markdown["source"])
+    markdown["source"] = ["A sentence added after the release.\n\n", *markdown["source"]]
     source.write_text(json.dumps(nb, indent=1))
     proc = run_publish(str(public), cwd=course_copy)
     assert proc.returncode == 2, proc.stdout

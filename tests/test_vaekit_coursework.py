@@ -190,7 +190,7 @@ def test_missing_part_file_says_which_notebook_to_run(work):
 def test_definition_that_needs_an_unexported_name_fails_at_export(nb, work):
     nb.run("HIDDEN = 16\n")
     nb.run("class Net:\n    def __init__(self, size=HIDDEN):\n        self.size = size\n")
-    with pytest.raises(NameError, match="Net uses HIDDEN: defined elsewhere in 06_net.ipynb"):
+    with pytest.raises(NameError, match=r"Net uses HIDDEN: defined elsewhere in 06_net\.ipynb"):
         export_parts("06_net", [nb["Net"]])
     assert not any(name == "vaekit_parts_06_net" for name in sys.modules)
     nb.run("SIZE = 3\n\ndef make(size=SIZE):\n    return size\n")  # a default is read when the module is imported
