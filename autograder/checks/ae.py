@@ -20,6 +20,7 @@ def _make(Autoencoder, **kwargs):
 
 
 def check_encoder(Autoencoder) -> None:
+    """encode maps (B, 1, 28, 28) images to (B, latent_dim) codes, through strided convolutions."""
     torch.manual_seed(0)
     for latent_dim in (64, 16):
         model = _make(Autoencoder, latent_dim=latent_dim)
@@ -45,6 +46,7 @@ def check_encoder(Autoencoder) -> None:
 
 
 def check_decoder(Autoencoder) -> None:
+    """decode maps (B, latent_dim) codes to (B, 1, 28, 28) logits, upsampling with transposed convolutions."""
     torch.manual_seed(0)
     model = _make(Autoencoder, latent_dim=64)
     out = model.decode(3 * torch.randn(6, 64))
@@ -67,6 +69,7 @@ def check_decoder(Autoencoder) -> None:
 
 
 def check_architecture(Autoencoder) -> None:
+    """The autoencoder is of a sensible size and every parameter gets a gradient from forward."""
     torch.manual_seed(0)
     model = _make(Autoencoder, latent_dim=64)
     n_params = sum(p.numel() for p in model.parameters())
@@ -87,6 +90,7 @@ def check_architecture(Autoencoder) -> None:
 
 
 def check_forward(Autoencoder) -> None:
+    """forward maps (B, 1, 28, 28) images to logits of the same shape, equal to decode(encode(x))."""
     torch.manual_seed(0)
     model = _make(Autoencoder, latent_dim=64).eval()
     x = torch.rand(3, 1, 28, 28)
@@ -104,6 +108,7 @@ def check_forward(Autoencoder) -> None:
 
 
 def check_ae_loss(ae_loss) -> None:
+    """ae_loss(x, logits) is a 0-dim tensor: the Bernoulli NLL summed over pixels, averaged over the batch."""
     torch.manual_seed(0)
     x = torch.rand(5, 1, 28, 28)
     logits = torch.randn(5, 1, 28, 28) * 2
@@ -141,6 +146,7 @@ def check_ae_loss(ae_loss) -> None:
 
 
 def check_train_autoencoder(train_autoencoder, namespace=None) -> None:
+    """train_autoencoder trains a reference model in training mode and returns one finite mean loss per epoch."""
     torch.manual_seed(0)
     model = Recorder(ref.TinyAE())
     model.eval()  # the training loop must switch to training mode itself
@@ -183,6 +189,7 @@ def check_train_autoencoder(train_autoencoder, namespace=None) -> None:
 
 
 def check_sample_autoencoder(sample_autoencoder) -> None:
+    """sample_autoencoder decodes standard-normal codes in eval mode without gradients, into images in [0, 1]."""
     torch.manual_seed(0)
     latent_dim = 16
 

@@ -81,6 +81,7 @@ class LinearGaussian(nn.Module):
         return mean, self.post_var.expand_as(mean)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The deliberately imperfect encoder q(z | x): shifted, widened posterior; mu and logvar, each (B, D)."""
         mean, var = self.posterior(x)
         return mean + self.shift * var.sqrt(), torch.log(self.widen * var)
 
@@ -89,6 +90,7 @@ class LinearGaussian(nn.Module):
         return (z @ self.W.T + self.b).unflatten(-1, IMAGE_SHAPE)
 
     def forward(self, x):
+        """A VAE-style forward pass: (decoded mean image (B, 1, 28, 28), mu (B, D), logvar (B, D))."""
         mu, logvar = self.encode(x)
         return self.decode(mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)), mu, logvar
 
@@ -109,6 +111,7 @@ class LinearGaussian(nn.Module):
     # --- oracles -----------------------------------------------------------------------
 
     def marginal(self) -> torch.distributions.Distribution:
+        """The exact marginal p(x) = N(b, W Wᵀ + s² I) over flattened images (784,)."""
         cov_diag = torch.full((NUM_PIXELS,), self.noise_var, dtype=self.W.dtype)
         return torch.distributions.LowRankMultivariateNormal(self.b, self.W, cov_diag)
 

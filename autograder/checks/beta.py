@@ -9,6 +9,7 @@ from autograder.checks import reference as ref
 
 
 def check_evaluate_vae(evaluate_vae, namespace=None) -> None:
+    """evaluate_vae returns loss, recon and kl in nats per image, averaged over images (not batches), in eval mode."""
     torch.manual_seed(0)
     # logvar pinned very low: z = mu up to 1e-7, so the oracle is exact
     model = Recorder(ref.TinyVAE(latent_dim=3, fixed_logvar=-32.0))
@@ -54,6 +55,7 @@ def check_evaluate_vae(evaluate_vae, namespace=None) -> None:
 
 
 def check_count_active_units(count_active_units) -> None:
+    """count_active_units counts latent dimensions whose mu (N, D) varies over the data (dim=0) above the threshold."""
     torch.manual_seed(0)
     n = 4000
     variances = torch.tensor([0.0, 1e-4, 0.004, 0.03, 1.0, 4.0])

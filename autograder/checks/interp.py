@@ -9,6 +9,7 @@ from autograder.checks import reference as ref
 
 
 def check_interpolate(interpolate) -> None:
+    """interpolate(z_start (D,), z_end (D,), steps) is a (steps, D) straight path including both end points."""
     torch.manual_seed(0)
     a, b = torch.randn(5), torch.randn(5)
     for steps in (2, 7):
@@ -39,6 +40,7 @@ def check_interpolate(interpolate) -> None:
 
 
 def check_latent_code(latent_code) -> None:
+    """latent_code(vae, x) returns the posterior mean mu (B, D), computed in eval mode, never a sample."""
     torch.manual_seed(0)
     x = torch.rand(6, 1, 28, 28)
     vae = Recorder(ref.TinyVAE(latent_dim=3))

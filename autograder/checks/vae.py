@@ -14,6 +14,7 @@ SIGMAS = torch.tensor([0.5, 1.0, 2.0])
 
 
 def check_reparameterize_gradients(reparameterize) -> None:
+    """reparameterize keeps z = mu + σ·ε differentiable: gradients reach both mu and logvar."""
     mu = torch.zeros(4, 3, requires_grad=True)
     logvar = torch.zeros(4, 3, requires_grad=True)
     torch.manual_seed(0)
@@ -50,6 +51,7 @@ def check_reparameterize_gradients(reparameterize) -> None:
 
 
 def check_reparameterize_statistics(reparameterize) -> None:
+    """reparameterize's samples have mean mu and spread σ = exp(0.5·logvar), independently per element."""
     n = 20000
     mu = torch.tensor([1.0, -2.0, 0.5]).repeat(n, 1)
     logvar = torch.log(SIGMAS**2).repeat(n, 1)
@@ -115,6 +117,7 @@ def _kl(kl_divergence, mu, logvar):
 
 
 def check_kl_values(kl_divergence) -> None:
+    """kl_divergence matches the closed form: 0 at the prior, non-negative, summed over dims, (B, D) -> (B,)."""
     torch.manual_seed(0)
     zero = _kl(kl_divergence, torch.zeros(2, 5), torch.zeros(2, 5))
     require(
@@ -146,6 +149,7 @@ def check_kl_values(kl_divergence) -> None:
 
 
 def check_kl_gradients(kl_divergence) -> None:
+    """kl_divergence passes gradcheck in float64 for mu and logvar (B, D)."""
     mu = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     logvar = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
     try:
@@ -171,6 +175,7 @@ def _vae(VAE, latent_dim):
 
 
 def check_vae_model(VAE, namespace=None) -> None:
+    """The VAE's encode gives (mu, logvar) of (B, latent_dim), decode gives logits, forward decodes a sample."""
     with swapped(namespace, reparameterize=ref.reparameterize):
         torch.manual_seed(0)
         model = _vae(VAE, 8)
@@ -243,6 +248,7 @@ def check_vae_model(VAE, namespace=None) -> None:
 
 
 def check_vae_loss(vae_loss, namespace=None) -> None:
+    """vae_loss returns scalar (loss, recon, kl): summed-over-pixels recon and KL, batch means, loss = recon + β·kl."""
     torch.manual_seed(0)
     x = torch.rand(6, 1, 28, 28)
     logits = 2 * torch.randn(6, 1, 28, 28)
@@ -315,6 +321,7 @@ def check_vae_loss(vae_loss, namespace=None) -> None:
 
 
 def check_train_vae(train_vae, namespace=None) -> None:
+    """train_vae trains a reference VAE and returns per-epoch lists of finite 'loss', 'recon' and 'kl'."""
     x = toy_images(256)
     with swapped(namespace, reparameterize=ref.reparameterize, kl_divergence=ref.kl_divergence, vae_loss=ref.vae_loss):
         torch.manual_seed(0)
