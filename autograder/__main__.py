@@ -25,6 +25,7 @@ def _positive(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run its subcommand (release, grade, demo, ...); returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("release", help="regenerate assignments/ from solutions/ with nbgrader")

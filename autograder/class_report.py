@@ -98,6 +98,8 @@ def _read_json(path: Path) -> dict | None:
 
 @dataclass
 class Inputs:
+    """What the report is built from: the CSV files of a grading run and, for similarity, the code."""
+
     summary: list[dict[str, str]]
     grades: list[dict[str, str]]
     report: list[dict[str, str]]
@@ -108,6 +110,7 @@ class Inputs:
 
 
 def read(out: Path, similarity: bool = True) -> Inputs:
+    """Read a grading run's output folder `out`; `similarity` also reads the released stubs and the answers."""
     summary, grades = _rows(out / "summary.csv"), _rows(out / "grades.csv")
     report, checks = _rows(out / "report.csv"), _rows(out / "checks.csv")
     # run times live apart from report.csv, whose rows must not depend on how busy the machine was
@@ -143,6 +146,7 @@ class Tables:
     tables: dict[str, tuple[list[str], list[list]]] = field(default_factory=dict)
 
     def add(self, name: str, header: list[str], rows: list[list]) -> list[list]:
+        """Keep `rows` under `name` with their `header`, and return them for the caller's own use."""
         self.tables[name] = (header, rows)
         return rows
 
@@ -244,6 +248,7 @@ def misconceptions(inp: Inputs, t: Tables) -> tuple[list[list], list[list]]:
 
 
 def statuses(inp: Inputs, t: Tables) -> list[list]:
+    """Table the runs that did not end 'ok', by status: [status, runs, students, [student (notebook)]] rows."""
     by: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for r in inp.report:
         if r["status"] != "ok":
@@ -265,6 +270,7 @@ def statuses(inp: Inputs, t: Tables) -> list[list]:
 
 
 def timing(inp: Inputs, t: Tables) -> dict[str, list[float]]:
+    """Table the run times per notebook (mean, median, p90, max, slowest student); notebook -> seconds."""
     secs: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for r in inp.report:
         v = _num(r.get("seconds"))
@@ -293,6 +299,8 @@ def timing(inp: Inputs, t: Tables) -> dict[str, list[float]]:
 # ------------------------------------------------------------------------------ similarity
 @dataclass
 class Pair:
+    """Two students whose code in one notebook is alike, with the matching cells to show side by side."""
+
     a: str
     b: str
     notebook: str
@@ -454,6 +462,7 @@ def _figure(w: float, h: float):
 
 
 def fig_scores(values: dict[str, list[float]], maxima: dict[str, float]) -> str:
+    """A histogram of points per notebook (and the total), as an inline <img> tag; '' if nothing was scored."""
     names = [n for n, v in values.items() if v]
     if not names:
         return ""
@@ -480,6 +489,7 @@ def fig_scores(values: dict[str, list[float]], maxima: dict[str, float]) -> str:
 
 
 def fig_bars(labels: list[str], values: list[float], xlabel: str, color: str = "#4c72b0") -> str:
+    """A horizontal bar chart of `values` by `labels`, as an inline <img> tag; '' if there are no labels."""
     if not labels:
         return ""
     fig = _figure(8, 0.25 * len(labels) + 0.8)
@@ -495,6 +505,7 @@ def fig_bars(labels: list[str], values: list[float], xlabel: str, color: str = "
 
 
 def fig_timing(secs: dict[str, list[float]]) -> str:
+    """Box plots of the seconds per run of each notebook, as an inline <img> tag; '' if there are none."""
     if not secs:
         return ""
     fig = _figure(8, 0.45 * len(secs) + 1)
@@ -548,6 +559,7 @@ def page(
     top: int,
     seconds: float,
 ) -> str:
+    """The whole class report as one self-contained HTML page, from the tables and figures computed before."""
     maxima = getattr(t, "maxima", {})
     students = sorted({r["student"] for r in inp.report} | {r["student"] for r in inp.summary})
     parts = [

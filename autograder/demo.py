@@ -54,6 +54,7 @@ def make_submissions(release_dir: Path, source_dir: Path, out: Path) -> dict[str
 
 
 def table(summary: Path, report: Path) -> str:
+    """The grading summary as a plain-text table: one row per student, points per notebook and non-ok statuses."""
     rows = list(csv.DictReader(summary.open()))
     status = {(r["student"], r["notebook"]): r["status"] for r in csv.DictReader(report.open())}
     maxima = {}
@@ -79,6 +80,7 @@ def table(summary: Path, report: Path) -> str:
 
 
 def demo(out: Path = Path("demo_output"), jobs: int = 2) -> int:
+    """Release the course, grade a sample class of submissions into `out` and print the results; the exit status."""
     from autograder.grade import GradingError, Options, grade
     from autograder.release import release as write_release
 

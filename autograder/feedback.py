@@ -53,10 +53,12 @@ STATUS_WORDS = {
 
 
 def safe_name(name: str) -> str:
+    """`name` with anything but word characters and . @ + - replaced by _, safe as a file name."""
     return re.sub(r"[^\w.@+-]", "_", name) or "_"
 
 
 def verdict_output(verdict: Verdict | None) -> NotebookNode:
+    """The output shown under a test cell in the feedback: not graded, all checks passed, or the failure."""
     if verdict is None:
         return nbformat.v4.new_output("stream", name="stdout", text="not graded\n")
     if verdict.passed:
@@ -192,6 +194,7 @@ def _get_exporter():
 
 
 def report_cell(student: str, notebook: str, status: str, notes: list[str]) -> NotebookNode:
+    """The Markdown cell that opens a feedback notebook: the run's status, what it means, and up to 20 notes."""
     text = (
         f"**Grader report for {html.escape(student)}, {html.escape(notebook)}: {html.escape(status)}** — "
         f"{STATUS_WORDS.get(status, '')}"

@@ -59,6 +59,7 @@ def _grading_error(text: str) -> Exception:
 
 @contextmanager
 def open_gradebook(url: str, course_id: str = COURSE_ID):
+    """Open nbgrader's gradebook at `url` for `course_id` (a context manager yielding the Gradebook)."""
     from nbgrader.api import Gradebook
 
     # nbgrader runs `alembic` by name when it creates a gradebook: the venv's bin folder must be on PATH
@@ -302,6 +303,7 @@ def write_config(root: Path, db_url: str | None) -> None:
 
 
 def graded_path(out: Path, assignment: str, student: str, notebook: str) -> Path:
+    """Where nbgrader keeps the autograded copy of a student's notebook under `out`."""
     return out / "nbgrader" / "autograded" / student / assignment / f"{notebook}.ipynb"
 
 

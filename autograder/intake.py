@@ -47,6 +47,7 @@ PLACEHOLDER = re.compile(r"\\\{\\\{COURSE_(?:REPO|REF)\\\}\\\}")
 
 
 def normalize(text: str) -> str:
+    """Source text as compared with the release: trailing spaces and surrounding blank lines dropped."""
     return "\n".join(line.rstrip() for line in text.strip().splitlines())
 
 
@@ -142,6 +143,8 @@ def read_cells(path: Path) -> tuple[list[dict], list[str]]:
 # ---------------------------------------------------------------------------- reference
 @dataclass
 class Anchor:
+    """One cell of the released notebook that a submitted cell is matched to."""
+
     index: int  # position in the release
     kind: str  # "solution", "locked" or "free" (a free code cell of the release)
     grade_id: str | None
@@ -151,6 +154,7 @@ class Anchor:
     pattern: re.Pattern | None = None  # the source with course settings as wildcards (any release)
 
     def same_as_released(self, source: str) -> bool:
+        """Whether `source` is this cell as released (with any course settings, if the cell has a pattern)."""
         text = normalize(source)
         return text == self.text or bool(self.pattern and self.pattern.fullmatch(text))
 
@@ -167,6 +171,7 @@ class Reference:
 
     @property
     def by_id(self) -> dict[str, Anchor]:
+        """The anchors that carry an nbgrader grade_id, by that id."""
         return {a.grade_id: a for a in self.anchors if a.grade_id}
 
 

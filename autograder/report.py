@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def fmt(x: float) -> str:
+    """A number as the CSV reports write it: shortest form, no trailing zeros."""
     return f"{x:g}"
 
 

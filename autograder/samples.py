@@ -35,6 +35,7 @@ def full(release: NotebookNode, source: NotebookNode) -> NotebookNode:
 
 
 def find_cell(nb: NotebookNode, grade_id: str) -> int:
+    """The index of the cell with nbgrader grade_id `grade_id`; KeyError if there is none."""
     for i, cell in enumerate(nb.cells):
         if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
             return i
@@ -58,6 +59,7 @@ def replace_def(source: str, name: str, new: str) -> str:
 
 
 def with_def(nb: NotebookNode, grade_id: str, name: str, new: str) -> NotebookNode:
+    """A copy of `nb` whose def/class `name` in cell `grade_id` is replaced by `new`."""
     nb = copy.deepcopy(nb)
     cell = nb.cells[find_cell(nb, grade_id)]
     cell.source = replace_def(cell.source, name, new)
@@ -65,6 +67,7 @@ def with_def(nb: NotebookNode, grade_id: str, name: str, new: str) -> NotebookNo
 
 
 def insert_after(nb: NotebookNode, grade_id: str, source: str, cell_type: str = "code") -> NotebookNode:
+    """A copy of `nb` with a new code (or Markdown) cell of `source` after cell `grade_id`."""
     nb = copy.deepcopy(nb)
     new = nbformat.v4.new_code_cell(source) if cell_type == "code" else nbformat.v4.new_markdown_cell(source)
     nb.cells.insert(find_cell(nb, grade_id) + 1, new)
@@ -209,11 +212,13 @@ def vae_loss(x, logits, mu, logvar, beta=1.0):
 
 
 def buggy(full_nb: NotebookNode, notebook: str, variant: str) -> NotebookNode:
+    """A copy of the filled notebook with the known bug `variant` of `notebook` (from BUGS) put in."""
     grade_id, name, code, _ = BUGS[notebook][variant]
     return with_def(full_nb, grade_id, name, code)
 
 
 def write(nb: NotebookNode | bytes | str, path: Path) -> Path:
+    """Write a notebook, raw bytes or text to `path` (folders made as needed); returns `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(nb, bytes):
         path.write_bytes(nb)

@@ -227,13 +227,16 @@ class Channel:
 
     @classmethod
     def from_fd(cls, fd: int) -> Channel:
+        """A channel on an inherited socket file descriptor."""
         return cls(socket.socket(fileno=fd))
 
     def close(self) -> None:
+        """Close the socket; closing it twice is harmless."""
         with contextlib.suppress(OSError):  # already closed: nothing left to do
             self.sock.close()
 
     def send(self, header: dict, blobs: list[bytes] = (), deadline: float | None = None) -> None:
+        """Send one message: a JSON header and raw blobs; WireError if it is too large or the peer is gone."""
         header = dict(header, blobs=[len(b) for b in blobs])
         head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
         if len(head) > MAX_HEADER or len(head) + sum(len(b) for b in blobs) > MAX_FRAME:
@@ -277,6 +280,7 @@ class Channel:
         return out
 
     def recv(self, deadline: float | None = None) -> tuple[dict, list[bytes]]:
+        """Receive one message as (header, blobs); WireError on a broken frame, a closed peer or the deadline."""
         (size,) = struct.unpack(">I", self._read(4, deadline))
         if size > MAX_HEADER:
             raise WireError("header too large")

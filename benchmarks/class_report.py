@@ -49,6 +49,7 @@ EXTRA = [
 
 
 def make(out: Path, n: int) -> Path:
+    """Write the grading output of a synthetic class of `n` students (bugs, copiers, failed runs) under `out`."""
     rng = random.Random(0)
     students, verdicts = {}, {}
     ok = [(t, True, "", "") for t in ("test_reparameterize", "test_kl", "test_vae_loss", "test_interpolate")]
@@ -81,6 +82,7 @@ def make(out: Path, n: int) -> Path:
 
 
 def main() -> None:
+    """Time building the class report for classes of each size given by --students."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--students", type=int, nargs="+", default=[100, 1000])
     args = parser.parse_args()
