@@ -50,6 +50,8 @@ from autograder.warm import WarmSlot
 
 @dataclass
 class Options:
+    """How a grading run goes: parallel jobs, time and memory limits, sandboxing, which students, where."""
+
     jobs: int = 1
     timeout: int = 60  # seconds per cell or check
     notebook_timeout: int = 900  # seconds per notebook
@@ -84,10 +86,12 @@ class Result:
 
     @property
     def score(self) -> float:
+        """Points earned over the notebook's test cells."""
         return sum(p for _, p, _ in self.cells)
 
     @property
     def max_score(self) -> float:
+        """Points available over the notebook's test cells."""
         return sum(m for _, _, m in self.cells)
 
     def to_dict(self) -> dict:
@@ -105,6 +109,7 @@ class Result:
 
     @classmethod
     def from_dict(cls, d: dict) -> Result:
+        """A Result from its to_dict form (without the graded notebook)."""
         return cls(
             d["student"],
             d["notebook"],
@@ -378,9 +383,11 @@ class State:
                     self.students[entry["student"]] = {"digest": entry["digest"], "results": entry["results"]}
 
     def results(self, student: str) -> list[Result]:
+        """The results kept for `student` from an earlier run (empty if none)."""
         return [Result.from_dict(d) for d in self.students.get(student, {}).get("results", [])]
 
     def record(self, student: str, digest: str, results: list[Result]) -> None:
+        """Keep `student`'s results for the submission with `digest`, appended to the journal at once."""
         entry = {"digest": digest, "results": [r.to_dict() for r in results]}
         self.students[student] = entry
         self.journal.parent.mkdir(parents=True, exist_ok=True)
@@ -388,6 +395,7 @@ class State:
             f.write(json.dumps({"student": student, "checks": self.checks, **entry}, sort_keys=True) + "\n")
 
     def save(self) -> None:
+        """Write every student's results to state.json and drop the journal folded into it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"checks": self.checks, "students": self.students}, sort_keys=True))
@@ -428,6 +436,8 @@ def backup_out(out: Path) -> Path:
 
 # ------------------------------------------------------------------------------ the class
 class Grader:
+    """One grading run of a folder of submissions into OUT: runs, judges, and writes grades and feedback."""
+
     def __init__(self, submissions: Path, out: Path, options: Options, course: Course | None = None):
         self.submissions = submissions
         self.out = out
@@ -443,6 +453,7 @@ class Grader:
 
     # -- input
     def students(self) -> dict[str, Path]:
+        """The students to grade: their folders in SUBMISSIONS by name (not links, nor names starting with . or __)."""
         if not self.submissions.is_dir():
             raise GradingError(
                 f"{self.submissions} is not a folder of submissions: expected SUBMISSIONS/<student>/<notebook>.ipynb"
@@ -464,11 +475,13 @@ class Grader:
         return found
 
     def settings(self, base: Path) -> RunSettings:
+        """The run settings of this grading, with the instructor's own folders (repo, OUT, submissions, `base`)."""
         o = self.options
         instructor = tuple(str(p.resolve()) for p in (REPO, self.out, self.submissions, base))
         return run_settings(o, instructor)
 
     def check_sandbox(self) -> None:
+        """Refuse to grade without a working sandbox, unless --unsafe-no-sandbox (then warn)."""
         if self.options.unsafe_no_sandbox:
             self.say(
                 "WARNING: grading WITHOUT a sandbox (--unsafe-no-sandbox): every submission runs with "
@@ -511,9 +524,11 @@ class Grader:
         self.in_csvs = {student for student, _ in self.results}
 
     def feedback_path(self, r: Result) -> Path:
+        """Where the HTML feedback on result `r` is written."""
         return self.out / "feedback" / feedback.safe_name(r.student) / f"{r.notebook}.html"
 
     def say(self, text: str) -> None:
+        """Print a message to stderr without breaking the progress bar."""
         if self.bar is not None:
             self.bar.write(text, file=sys.stderr)
         else:
@@ -521,6 +536,7 @@ class Grader:
 
     # -- main
     def run(self) -> int:
+        """Grade every student (skipping unchanged submissions), write OUT's files; the exit status."""
         t0 = time.monotonic()
         sub, out = self.submissions.resolve(), self.out.resolve()
         if out == sub or sub in out.parents:
@@ -753,6 +769,7 @@ def _on_workers(prep: Prepared, todo: list[Submission], settings: RunSettings, w
 
 
 def grade(submissions: Path, out: Path, options: Options | None = None) -> int:
+    """Grade SUBMISSIONS into OUT with `options`; the exit status. A missing sandbox is a GradingError."""
     try:
         return Grader(submissions, out, options or Options()).run()
     except SandboxUnavailable as exc:

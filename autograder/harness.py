@@ -87,6 +87,7 @@ class Harness:
 
     # ------------------------------------------------------------------ objects
     def ref(self, obj) -> dict:
+        """A {'$ref': n} handle for a kernel-side object, the same handle each time it is sent."""
         key = id(obj)
         if key in self.handle_of and self.handles.get(self.handle_of[key]) is obj:
             return {"$ref": self.handle_of[key]}
@@ -99,6 +100,7 @@ class Harness:
         return {"$ref": n}
 
     def resolve(self, spec: dict):
+        """The object a handle or a lent-object spec from the judge stands for; WireError if unknown."""
         if "$ref" in spec:
             try:
                 return self.handles[int(spec["$ref"])]
@@ -107,6 +109,7 @@ class Harness:
         return self.lent_object(spec)
 
     def lent_object(self, spec: dict):
+        """The stand-in for an object the judge lends (a module or a function), made on first sight."""
         n = int(spec["$lent"])
         if n in self.lent:
             obj = self.lent[n]
@@ -125,6 +128,7 @@ class Harness:
         return obj
 
     def target(self, spec):
+        """What a call targets: a name in the student's namespace or an object handle."""
         if isinstance(spec, dict) and "name" in spec:
             ns = self.shell.user_ns
             if spec["name"] not in ns:
@@ -134,6 +138,7 @@ class Harness:
 
     # ------------------------------------------------------------------ requests from the judge
     def serve(self) -> None:
+        """Announce readiness, then answer the judge's requests until it says bye."""
         self.channel.send({"op": "ready", "pid": os.getpid()})
         while True:
             header, blobs = self.channel.recv()
@@ -143,6 +148,7 @@ class Harness:
             self.answer(header, blobs)
 
     def answer(self, header: dict, blobs: list[bytes]) -> None:
+        """Run one request and send the reply; the student's exceptions are reported by builtin type only."""
         self.blobs = blobs
         rid = header.get("id")
         try:
@@ -162,6 +168,7 @@ class Harness:
             self.channel.send({"re": rid, "error": {"kind": "raised", "type": kind}, **self.events()})
 
     def events(self) -> dict:
+        """The audit events seen since the last reply (at most 20), for the judge."""
         if not AUDIT:
             return {}
         out = {"events": AUDIT[:20]}
@@ -169,6 +176,7 @@ class Harness:
         return out
 
     def op_run(self, header: dict) -> dict:
+        """Run a cell of code in the student's shell; the error type if it failed."""
         result = self.shell.run_cell(str(header.get("code", "")), store_history=False, silent=True)
         err = result.error_before_exec or result.error_in_exec
         if isinstance(err, KeyboardInterrupt):
@@ -181,6 +189,7 @@ class Harness:
         }
 
     def op_call(self, header: dict) -> dict:
+        """Call a student's function or method on the judge's arguments, seeded; the encoded result."""
         fn = self.target(header["target"])
         if header.get("method"):
             fn = getattr(fn, str(header["method"]))
@@ -225,6 +234,7 @@ class Harness:
         return state
 
     def op_backward(self, header: dict) -> dict:
+        """Backpropagate the judge's gradients through the outputs of an earlier call; the inputs' gradients."""
         outs, leaves = self.graphs[int(header["call"])]
         grads = wire.decode(header.get("grads", []), self.blobs)
         pairs = [(o, g) for o, g in zip(outs, grads, strict=True) if g is not None]
@@ -239,6 +249,7 @@ class Harness:
         return {"value": out.header, "_encoded": out}
 
     def op_getattr_ns(self, header: dict) -> dict:
+        """The value bound to a name in the student's namespace, encoded."""
         ns = self.shell.user_ns
         name = str(header["name"])
         if name not in ns:
@@ -247,17 +258,20 @@ class Harness:
         return {"value": out.header, "_encoded": out}
 
     def op_getattr(self, header: dict) -> dict:
+        """An attribute of a kernel-side object, encoded."""
         value = getattr(self.target(header["target"]), str(header["name"]))
         out = wire.encode(value, objects=self._objects)
         return {"value": out.header, "_encoded": out}
 
     def op_params(self, header: dict) -> dict:
+        """A module's parameters with their gradients, as [name, tensor, grad] triples."""
         module = self.target(header["target"])
         named = list(module.named_parameters())
         out = wire.encode([[n, p, p.grad] for n, p in named])
         return {"value": out.header, "_encoded": out}
 
     def op_modules(self, header: dict) -> dict:
+        """A module's submodules: name, torch.nn layer kind and stride, for the architecture checks."""
         found = []
         for name, m in self.target(header["target"]).named_modules():
             kind = next((c.__name__ for c in type(m).__mro__ if c.__module__.startswith("torch.nn.modules")), "Module")
@@ -269,9 +283,11 @@ class Harness:
         return {"value": out.header, "_encoded": out}
 
     def op_has(self, header: dict) -> dict:
+        """Whether a name is defined in the student's namespace."""
         return {"value": str(header["name"]) in self.shell.user_ns}
 
     def op_bind(self, header: dict) -> dict:
+        """Bind (or delete) a name in the student's namespace to a value sent by the judge."""
         ns = self.shell.user_ns
         name = str(header["name"])
         if header.get("value") is None and header.get("delete"):
@@ -281,6 +297,7 @@ class Harness:
         return {}
 
     def op_reset(self, header: dict) -> dict:
+        """Forget the graphs, handles and lent objects of the last check."""
         self.graphs.clear()
         self.handles.clear()
         self.handle_of.clear()
@@ -418,6 +435,7 @@ def drop_privileges() -> None:
 
 
 def no_new_privileges() -> None:
+    """Set PR_SET_NO_NEW_PRIVS: nothing the kernel runs can gain privileges (setuid programs)."""
     import ctypes
 
     with contextlib.suppress(OSError, AttributeError):  # no prctl (not Linux): nothing to set
@@ -474,6 +492,7 @@ def serve_fd(shell, fd: int) -> int:
 
 
 def main(argv: list[str]) -> int:
+    """Kernel entry point: drop privileges, preload, then serve the judge on file descriptor argv[1]."""
     fd = int(argv[1])
     drop_privileges()
     no_new_privileges()

@@ -126,6 +126,10 @@ class Kernel:
     def request(
         self, op: str, blobs: list[bytes] | None = None, timeout: float | None = None, **fields
     ) -> tuple[dict, list[bytes]]:
+        """Send one request and wait for its reply, answering the kernel's calls back meanwhile.
+
+        A timeout raises CheckTimeout, a dead kernel KernelLost, a broken protocol Tampering.
+        """
         if self.lost:
             raise KernelLost(self.lost)
         rid = self.next_id
@@ -200,6 +204,7 @@ class Kernel:
 
     # -- values
     def encode(self, value: Any, blobs: list[bytes], tensors: list[torch.Tensor] | None = None) -> Any:
+        """`value` as a wire header, tensors into `blobs`; objects of the judge's are lent to the kernel."""
         return wire.encode(value, objects=lambda o: self._object(o, blobs), blobs=blobs, tensors=tensors).header
 
     def _object(self, obj: Any, blobs: list[bytes]) -> dict:
@@ -212,6 +217,7 @@ class Kernel:
     def decode(
         self, header: Any, blobs: list[bytes], tensors: list[torch.Tensor] | None = None, grad: bool = False
     ) -> Any:
+        """A value from a kernel's wire header and blobs; its objects become Remote handles."""
         return wire.decode(header, blobs, self._resolve, tensors, grad=grad)
 
     def _resolve(self, spec: dict) -> Any:
@@ -227,6 +233,7 @@ class Kernel:
 
     # -- lending the judge's objects
     def lend(self, obj: Any, blobs: list[bytes]) -> dict:
+        """The spec that lends a judge's object (a module with its parameters, or a function) to the kernel."""
         if not callable(obj):
             raise TypeError(f"cannot pass a {type(obj).__name__} to the student's code")
         n = self.lent_of.get(id(obj))
@@ -325,6 +332,7 @@ class Kernel:
         return int(torch.randint(0, 2**31 - 1, ()).item())
 
     def call(self, target: dict, method: str | None, args: tuple, kwargs: dict, what: str) -> Any:
+        """Call a function or method in the kernel with `args`; the result, wired into autograd if it needs grad."""
         blobs: list[bytes] = []
         inputs: list[torch.Tensor] = []
         enc_args = self.encode(list(args), blobs, inputs)
@@ -362,6 +370,7 @@ class Kernel:
         return student_error(name if name in BUILTIN_ERRORS else "an exception", what)
 
     def backward(self, call: int, grads: tuple, n_inputs: list[torch.Tensor]) -> list:
+        """Send `grads` back through the kernel's call `call`; the gradients of `n_inputs` that require grad."""
         blobs: list[bytes] = []
         enc = wire.encode(list(grads), blobs=blobs).header
         header, rblobs = self.request("backward", blobs, call=call, grads=enc)
@@ -380,6 +389,7 @@ class Kernel:
         return out
 
     def lookup(self, name: str) -> Remote | None:
+        """What `name` is bound to in the student's namespace, or None if it is not defined."""
         header, blobs = self.request("getattr_ns", name=name)
         if "error" in header:
             return None
@@ -472,6 +482,7 @@ class Remote:
         object.__setattr__(self, "_what", what)
 
     def __call__(self, *args, **kwargs):
+        """Call the kernel-side object with `args` and `kwargs`."""
         return self._kernel.call({"$ref": self._ref}, None, args, kwargs, self._what)
 
     def __getattr__(self, name: str):
@@ -523,6 +534,7 @@ class RemoteNamespace:
         self._kernel = kernel
 
     def get(self, name: str, default: Any = None) -> Any:
+        """The value of `name` in the student's namespace, or `default`."""
         found = self._kernel.lookup(name)
         if found is None:
             return default
@@ -537,10 +549,12 @@ class RemoteNamespace:
         self._bind(name, value)
 
     def update(self, values: dict) -> None:
+        """Bind each name of `values` in the student's namespace."""
         for name, value in values.items():
             self._bind(name, value)
 
     def pop(self, name: str, default: Any = None) -> Any:
+        """Delete `name` from the student's namespace; returns `default`."""
         self._kernel.request("bind", name=name, value=None, delete=True)
         return default
 
