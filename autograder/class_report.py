@@ -22,6 +22,7 @@ that more than COMMON_FRACTION of the class shares (the code every correct solut
 a reason for a person to look at two submissions side by side, never a verdict: it changes no
 grade and appears in no student's feedback.
 """
+
 from __future__ import annotations
 
 import base64
@@ -38,22 +39,28 @@ from types import SimpleNamespace
 
 import numpy as np
 
-TOP = 20                     # rows of each long table on the page (all of them are in the CSVs)
-NAMES_SHOWN = 12             # students named in one row of the page before "and k more"
+TOP = 20  # rows of each long table on the page (all of them are in the CSVs)
+NAMES_SHOWN = 12  # students named in one row of the page before "and k more"
 STATUSES = ("unreadable", "missing", "tampered", "timeout", "error", "renamed", "repaired")
 # the judge's own failure kinds (judge.py): no mistake of the student's is named by them
-GENERIC = {"not_defined": "a graded name was not defined", "raised": "the student's code raised an error",
-           "unusable": "the check could not use what the code returned", "timeout": "a check ran out of time",
-           "kernel_lost": "the kernel died", "tampered": "tampering", "not_run": "not graded"}
+GENERIC = {
+    "not_defined": "a graded name was not defined",
+    "raised": "the student's code raised an error",
+    "unusable": "the check could not use what the code returned",
+    "timeout": "a check ran out of time",
+    "kernel_lost": "the kernel died",
+    "tampered": "tampering",
+    "not_run": "not graded",
+}
 
 # similarity (copydetect's defaults: a match must be 25 characters of tokenized code long, and
 # any match of 30 or more is guaranteed to be found)
 NOISE_T, GUARANTEE_T = 25, 30
-COMMON_FRACTION = 0.3        # a fingerprint shared by more than this fraction of the class is boilerplate
-COMMON_MIN = 5               # ... and by at least this many students (small classes)
-THRESHOLD = 0.6              # mean fraction of both students' answer code that matches
-MIN_TOKENS = 80              # and at least this many characters of tokenized code in common
-MIN_SHARED = 3               # fingerprints two students must share before they are compared
+COMMON_FRACTION = 0.3  # a fingerprint shared by more than this fraction of the class is boilerplate
+COMMON_MIN = 5  # ... and by at least this many students (small classes)
+THRESHOLD = 0.6  # mean fraction of both students' answer code that matches
+MIN_TOKENS = 80  # and at least this many characters of tokenized code in common
+MIN_SHARED = 3  # fingerprints two students must share before they are compared
 
 
 # ------------------------------------------------------------------------------ reading OUT
@@ -91,16 +98,19 @@ def _read_json(path: Path) -> dict | None:
 
 @dataclass
 class Inputs:
+    """What the report is built from: the CSV files of a grading run and, for similarity, the code."""
+
     summary: list[dict[str, str]]
     grades: list[dict[str, str]]
     report: list[dict[str, str]]
     checks: list[dict[str, str]]
     notebooks: list[str]
-    release: dict[str, dict[str, str]] = field(default_factory=dict)               # notebook -> cell -> stub
-    answers: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)    # notebook -> student -> cell -> code
+    release: dict[str, dict[str, str]] = field(default_factory=dict)  # notebook -> cell -> stub
+    answers: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)  # notebook -> student -> cell -> code
 
 
 def read(out: Path, similarity: bool = True) -> Inputs:
+    """Read a grading run's output folder `out`; `similarity` also reads the released stubs and the answers."""
     summary, grades = _rows(out / "summary.csv"), _rows(out / "grades.csv")
     report, checks = _rows(out / "report.csv"), _rows(out / "checks.csv")
     # run times live apart from report.csv, whose rows must not depend on how busy the machine was
@@ -136,6 +146,7 @@ class Tables:
     tables: dict[str, tuple[list[str], list[list]]] = field(default_factory=dict)
 
     def add(self, name: str, header: list[str], rows: list[list]) -> list[list]:
+        """Keep `rows` under `name` with their `header`, and return them for the caller's own use."""
         self.tables[name] = (header, rows)
         return rows
 
@@ -160,13 +171,22 @@ def scores(inp: Inputs, t: Tables) -> dict[str, list[float]]:
         v = _num(r.get("total"))
         if v is not None:
             values["total"].append(v)
-    per_nb["total"] = sum(per_nb.values()) or max(
-        (_num(r.get("max_total")) or 0.0 for r in inp.summary), default=0.0)
+    per_nb["total"] = sum(per_nb.values()) or max((_num(r.get("max_total")) or 0.0 for r in inp.summary), default=0.0)
     rows = []
     for name, vs in values.items():
         if vs:
-            rows.append([name, len(vs), per_nb.get(name, 0.0), statistics.mean(vs), statistics.median(vs), min(vs),
-                         max(vs), sum(1 for v in vs if v >= per_nb.get(name, 0.0) > 0)])
+            rows.append(
+                [
+                    name,
+                    len(vs),
+                    per_nb.get(name, 0.0),
+                    statistics.mean(vs),
+                    statistics.median(vs),
+                    min(vs),
+                    max(vs),
+                    sum(1 for v in vs if v >= per_nb.get(name, 0.0) > 0),
+                ]
+            )
     t.add("scores", ["notebook", "students", "max_points", "mean", "median", "min", "max", "full_marks"], rows)
     hist = []
     for name, vs in values.items():
@@ -228,6 +248,7 @@ def misconceptions(inp: Inputs, t: Tables) -> tuple[list[list], list[list]]:
 
 
 def statuses(inp: Inputs, t: Tables) -> list[list]:
+    """Table the runs that did not end 'ok', by status: [status, runs, students, [student (notebook)]] rows."""
     by: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for r in inp.report:
         if r["status"] != "ok":
@@ -238,13 +259,18 @@ def statuses(inp: Inputs, t: Tables) -> list[list]:
         pairs = sorted(by[status])
         rows.append([status, len(pairs), len({s for s, _ in pairs}), [f"{s} ({n})" for s, n in pairs]])
     t.add("statuses", ["status", "notebooks", "students", "who"], [[*r[:3], ";".join(r[3])] for r in rows])
-    t.add("status_students", ["status", "student", "notebook", "detail"],
-          sorted([[r["status"], r["student"], r["notebook"], r.get("detail", "")] for r in inp.report
-                  if r["status"] != "ok"]))
+    t.add(
+        "status_students",
+        ["status", "student", "notebook", "detail"],
+        sorted(
+            [[r["status"], r["student"], r["notebook"], r.get("detail", "")] for r in inp.report if r["status"] != "ok"]
+        ),
+    )
     return rows
 
 
 def timing(inp: Inputs, t: Tables) -> dict[str, list[float]]:
+    """Table the run times per notebook (mean, median, p90, max, slowest student); notebook -> seconds."""
     secs: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for r in inp.report:
         v = _num(r.get("seconds"))
@@ -254,8 +280,18 @@ def timing(inp: Inputs, t: Tables) -> dict[str, list[float]]:
     for n in sorted(secs):
         vs = sorted(v for v, _ in secs[n])
         slow = max(secs[n])
-        rows.append([n, len(vs), statistics.mean(vs), statistics.median(vs), vs[int(0.9 * (len(vs) - 1))],
-                     vs[-1], slow[1], sum(vs)])
+        rows.append(
+            [
+                n,
+                len(vs),
+                statistics.mean(vs),
+                statistics.median(vs),
+                vs[int(0.9 * (len(vs) - 1))],
+                vs[-1],
+                slow[1],
+                sum(vs),
+            ]
+        )
     t.add("timing", ["notebook", "runs", "mean_s", "median_s", "p90_s", "max_s", "slowest", "total_s"], rows)
     return {n: [v for v, _ in secs[n]] for n in sorted(secs)}
 
@@ -263,12 +299,14 @@ def timing(inp: Inputs, t: Tables) -> dict[str, list[float]]:
 # ------------------------------------------------------------------------------ similarity
 @dataclass
 class Pair:
+    """Two students whose code in one notebook is alike, with the matching cells to show side by side."""
+
     a: str
     b: str
     notebook: str
     similarity: float
     tokens: int
-    cells: list[tuple[str, str, str]]     # (cell, highlighted code of a, of b), already escaped
+    cells: list[tuple[str, str, str]]  # (cell, highlighted code of a, of b), already escaped
     cluster: int = 0
 
 
@@ -277,12 +315,19 @@ def _fingerprint(filtered: str, offsets, boilerplate: np.ndarray):
 
     hashes, idx = get_document_fingerprints(filtered, NOISE_T, GUARANTEE_T - NOISE_T + 1, boilerplate)
     # what copydetect.compare_files reads of a copydetect.CodeFingerprint (built from the text filtered once)
-    return SimpleNamespace(filtered_code=filtered, offsets=offsets, hashes=hashes, hash_idx=idx, k=NOISE_T,
-                           token_coverage=get_token_coverage(idx, NOISE_T, len(filtered)))
+    return SimpleNamespace(
+        filtered_code=filtered,
+        offsets=offsets,
+        hashes=hashes,
+        hash_idx=idx,
+        k=NOISE_T,
+        token_coverage=get_token_coverage(idx, NOISE_T, len(filtered)),
+    )
 
 
-def similarity(inp: Inputs, threshold: float = THRESHOLD, common_fraction: float = COMMON_FRACTION,
-               min_tokens: int = MIN_TOKENS) -> list[Pair]:
+def similarity(
+    inp: Inputs, threshold: float = THRESHOLD, common_fraction: float = COMMON_FRACTION, min_tokens: int = MIN_TOKENS
+) -> list[Pair]:
     """Pairs of students whose code answers of one notebook are unusually alike (see the module's docstring)."""
     import warnings
 
@@ -294,13 +339,13 @@ def similarity(inp: Inputs, threshold: float = THRESHOLD, common_fraction: float
         students = inp.answers[nb]
         stubs = inp.release.get(nb, {})
         cells = sorted({c for s in students.values() for c in s})
-        prints: dict[str, dict[str, SimpleNamespace]] = defaultdict(dict)   # cell -> student -> fingerprint
+        prints: dict[str, dict[str, SimpleNamespace]] = defaultdict(dict)  # cell -> student -> fingerprint
         for cell in cells:
             stub = stubs.get(cell, "")
-            filtered_of: dict[str, tuple[str, object, np.ndarray]] = {}     # source -> (filtered, offsets, kgrams)
+            filtered_of: dict[str, tuple[str, object, np.ndarray]] = {}  # source -> (filtered, offsets, kgrams)
             own: dict[str, str] = {}
             for student, answers in students.items():
-                src = answers.get(cell, "")  # noqa: B007
+                src = answers.get(cell, "")
                 if not src.strip() or src.strip() == stub.strip():
                     continue  # unchanged stub: nothing of the student's
                 if src not in filtered_of:
@@ -310,7 +355,7 @@ def similarity(inp: Inputs, threshold: float = THRESHOLD, common_fraction: float
             if len(own) < 2:
                 continue
             df = Counter()
-            for student, src in own.items():
+            for src in own.values():
                 df.update(filtered_of[src][2].tolist())
             limit = max(COMMON_MIN, common_fraction * len(own))
             common = [h for h, n in df.items() if n > limit]
@@ -324,7 +369,7 @@ def similarity(inp: Inputs, threshold: float = THRESHOLD, common_fraction: float
                 prints[cell][student] = fp_of[src]
         # candidates: students who share fingerprints (an inverted index, as MOSS does), then compared
         shared: Counter = Counter()
-        for cell, fps in prints.items():
+        for fps in prints.values():
             index: dict[int, list[str]] = defaultdict(list)
             for student, fp in fps.items():
                 for h in fp.hashes:
@@ -333,7 +378,7 @@ def similarity(inp: Inputs, threshold: float = THRESHOLD, common_fraction: float
                 if len(who) > 1:
                     who.sort()
                     for i, a in enumerate(who):
-                        for b in who[i + 1:]:
+                        for b in who[i + 1 :]:
                             shared[a, b] += 1
         size = Counter()
         for fps in prints.values():
@@ -417,6 +462,7 @@ def _figure(w: float, h: float):
 
 
 def fig_scores(values: dict[str, list[float]], maxima: dict[str, float]) -> str:
+    """A histogram of points per notebook (and the total), as an inline <img> tag; '' if nothing was scored."""
     names = [n for n, v in values.items() if v]
     if not names:
         return ""
@@ -426,8 +472,14 @@ def fig_scores(values: dict[str, list[float]], maxima: dict[str, float]) -> str:
     for i, n in enumerate(names):
         ax = fig.add_subplot(rows, cols, i + 1)
         bins = _bins(values[n], maxima.get(n, 0.0))
-        ax.bar([lo for lo, _, _ in bins], [c for _, _, c in bins], width=[hi - lo for lo, hi, _ in bins],
-               align="edge", color="#4c72b0" if n != "total" else "#dd8452", edgecolor="white")
+        ax.bar(
+            [lo for lo, _, _ in bins],
+            [c for _, _, c in bins],
+            width=[hi - lo for lo, hi, _ in bins],
+            align="edge",
+            color="#4c72b0" if n != "total" else "#dd8452",
+            edgecolor="white",
+        )
         ax.set_title(f"{n} (out of {maxima.get(n, 0):g})", fontsize=10)
         ax.set_xlabel("points", fontsize=8)
         ax.set_ylabel("students", fontsize=8)
@@ -437,6 +489,7 @@ def fig_scores(values: dict[str, list[float]], maxima: dict[str, float]) -> str:
 
 
 def fig_bars(labels: list[str], values: list[float], xlabel: str, color: str = "#4c72b0") -> str:
+    """A horizontal bar chart of `values` by `labels`, as an inline <img> tag; '' if there are no labels."""
     if not labels:
         return ""
     fig = _figure(8, 0.25 * len(labels) + 0.8)
@@ -452,6 +505,7 @@ def fig_bars(labels: list[str], values: list[float], xlabel: str, color: str = "
 
 
 def fig_timing(secs: dict[str, list[float]]) -> str:
+    """Box plots of the seconds per run of each notebook, as an inline <img> tag; '' if there are none."""
     if not secs:
         return ""
     fig = _figure(8, 0.45 * len(secs) + 1)
@@ -476,8 +530,7 @@ def _table(header: list[str], rows: list[list], top: int, total: int | None = No
     head = "".join(f"<th>{e(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows[:top])
     total = len(rows) if total is None else total
-    more = (f'<p class="more">{total - top} more in <code>class_report/{e(csv_name)}</code></p>'
-            if total > top else "")
+    more = f'<p class="more">{total - top} more in <code>class_report/{e(csv_name)}</code></p>' if total > top else ""
     return f"<table><tr>{head}</tr>{body}</table>{more}"
 
 
@@ -492,49 +545,100 @@ border-left:4px solid #f0a020;padding:.5em 1em}img{max-width:100%}
 """
 
 
-def page(out: Path, inp: Inputs, t: Tables, values, rates, named, generic, status_rows, secs,
-         pairs: list[Pair] | None, top: int, seconds: float) -> str:
+def page(
+    out: Path,
+    inp: Inputs,
+    t: Tables,
+    values,
+    rates,
+    named,
+    generic,
+    status_rows,
+    secs,
+    pairs: list[Pair] | None,
+    top: int,
+    seconds: float,
+) -> str:
+    """The whole class report as one self-contained HTML page, from the tables and figures computed before."""
     maxima = getattr(t, "maxima", {})
     students = sorted({r["student"] for r in inp.report} | {r["student"] for r in inp.summary})
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Class report</title><style>{CSS}</style>"
-             f"</head><body><h1>Class report: {len(students)} student(s), {len(inp.notebooks)} notebook(s)</h1>",
-             f"<p class='note'>Built from <code>{e(str(out))}</code> on {e(time.strftime('%Y-%m-%d %H:%M'))}. "
-             f"Long tables show their first {top} rows; every number is in <code>class_report/*.csv</code>.</p>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Class report</title><style>{CSS}</style>"
+        f"</head><body><h1>Class report: {len(students)} student(s), {len(inp.notebooks)} notebook(s)</h1>",
+        f"<p class='note'>Built from <code>{e(str(out))}</code> on {e(time.strftime('%Y-%m-%d %H:%M'))}. "
+        f"Long tables show their first {top} rows; every number is in <code>class_report/*.csv</code>.</p>",
+    ]
     # scores
     parts.append("<h2 id='scores'>Scores</h2>")
     parts.append(fig_scores(values, maxima))
     sh, sr = t.tables["scores"]
     parts.append(_table(sh, [[e(r[0]), *(f"<span class='num'>{_fmt(c)}</span>" for c in r[1:])] for r in sr], 99))
     # pass rates
-    parts.append("<h2 id='checks'>Pass rate of every test cell</h2><p class='note'>Among the students whose "
-                 "notebook was run (a missing notebook is counted under Statuses), worst first.</p>")
+    parts.append(
+        "<h2 id='checks'>Pass rate of every test cell</h2><p class='note'>Among the students whose "
+        "notebook was run (a missing notebook is counted under Statuses), worst first.</p>"
+    )
     parts.append(fig_bars([f"{r[0]} · {r[1]}" for r in rates], [r[4] for r in rates], "fraction passed"))
-    parts.append(_table(["notebook", "test cell", "judged", "passed", "pass rate"],
-                        [[e(r[0]), e(r[1]), r[2], r[3], f"{r[4]:.0%}"] for r in rates], max(top, 60),
-                        csv_name="check_pass_rates.csv"))
+    parts.append(
+        _table(
+            ["notebook", "test cell", "judged", "passed", "pass rate"],
+            [[e(r[0]), e(r[1]), r[2], r[3], f"{r[4]:.0%}"] for r in rates],
+            max(top, 60),
+            csv_name="check_pass_rates.csv",
+        )
+    )
     # misconceptions
-    parts.append("<h2 id='misconceptions'>Misconceptions</h2><p class='note'>Failing checks grouped by the "
-                 "mistake they name (a stable id from the hidden checks), most frequent first. "
-                 "The message is what those students read in their feedback.</p>")
+    parts.append(
+        "<h2 id='misconceptions'>Misconceptions</h2><p class='note'>Failing checks grouped by the "
+        "mistake they name (a stable id from the hidden checks), most frequent first. "
+        "The message is what those students read in their feedback.</p>"
+    )
     if named:
         parts.append(fig_bars([r[0] for r in named[:top]], [r[3] for r in named[:top]], "students", "#c44e52"))
-    parts.append(_table(["mistake", "where", "students", "message", "who"],
-                        [[f"<code>{e(r[0])}</code>", f"{e(r[1])}<br>{e(r[2])}", f"{r[3]} ({r[4]:.0%})",
-                          e(r[5]), _who(r[6])] for r in named], top, csv_name="misconceptions.csv")
-                 if named else "<p>No check failed with a named mistake.</p>")
+    parts.append(
+        _table(
+            ["mistake", "where", "students", "message", "who"],
+            [
+                [f"<code>{e(r[0])}</code>", f"{e(r[1])}<br>{e(r[2])}", f"{r[3]} ({r[4]:.0%})", e(r[5]), _who(r[6])]
+                for r in named
+            ],
+            top,
+            csv_name="misconceptions.csv",
+        )
+        if named
+        else "<p>No check failed with a named mistake.</p>"
+    )
     if generic:
         parts.append("<h3>Failures that name no mistake</h3>")
-        parts.append(_table(["kind", "where (most often)", "students", "example message", "who"],
-                            [[f"<code>{e(r[0])}</code> {e(GENERIC.get(r[0], ''))}", f"{e(r[1])}<br>{e(r[2])}",
-                              r[3], e(r[5]), _who(r[6])] for r in generic], top, csv_name="other_failures.csv"))
+        parts.append(
+            _table(
+                ["kind", "where (most often)", "students", "example message", "who"],
+                [
+                    [
+                        f"<code>{e(r[0])}</code> {e(GENERIC.get(r[0], ''))}",
+                        f"{e(r[1])}<br>{e(r[2])}",
+                        r[3],
+                        e(r[5]),
+                        _who(r[6]),
+                    ]
+                    for r in generic
+                ],
+                top,
+                csv_name="other_failures.csv",
+            )
+        )
     # statuses
     parts.append("<h2 id='statuses'>Statuses</h2>")
-    parts.append(_table(["status", "notebooks", "students", "who"],
-                        [[e(r[0]), r[1], r[2], _who(r[3])] for r in status_rows], 99)
-                 if status_rows else "<p>Every notebook was graded normally (ok).</p>")
+    parts.append(
+        _table(["status", "notebooks", "students", "who"], [[e(r[0]), r[1], r[2], _who(r[3])] for r in status_rows], 99)
+        if status_rows
+        else "<p>Every notebook was graded normally (ok).</p>"
+    )
     if status_rows:
-        parts.append("<p class='note'>What happened to each: <code>report.csv</code> (detail) and "
-                     "<code>class_report/status_students.csv</code>.</p>")
+        parts.append(
+            "<p class='note'>What happened to each: <code>report.csv</code> (detail) and "
+            "<code>class_report/status_students.csv</code>.</p>"
+        )
     # timing
     parts.append("<h2 id='timing'>Grading time per notebook</h2>")
     if secs:
@@ -544,12 +648,14 @@ def page(out: Path, inp: Inputs, t: Tables, values, rates, named, generic, statu
     else:
         parts.append("<p>No times recorded (no <code>timing.csv</code>, or nothing was run).</p>")
     # similarity
-    parts.append("<h2 id='similarity'>Similar code (for the instructor only)</h2><div class='warn'>Pairs of "
-                 "students whose code answers of a notebook are unusually alike, after discounting the released "
-                 "stubs and the code more than "
-                 f"{COMMON_FRACTION:.0%} of the class shares (copydetect's winnowing fingerprints; names, strings "
-                 "and comments do not count). A reason to look at both submissions, not evidence: it changes no "
-                 "grade and is never shown to students.</div>")
+    parts.append(
+        "<h2 id='similarity'>Similar code (for the instructor only)</h2><div class='warn'>Pairs of "
+        "students whose code answers of a notebook are unusually alike, after discounting the released "
+        "stubs and the code more than "
+        f"{COMMON_FRACTION:.0%} of the class shares (copydetect's winnowing fingerprints; names, strings "
+        "and comments do not count). A reason to look at both submissions, not evidence: it changes no "
+        "grade and is never shown to students.</div>"
+    )
     if pairs is None:
         parts.append("<p>Not computed (--no-similarity).</p>")
     elif not pairs:
@@ -561,14 +667,27 @@ def page(out: Path, inp: Inputs, t: Tables, values, rates, named, generic, statu
         big = [(c, sorted(s)) for c, s in sorted(clusters.items()) if len(s) > 2]
         if big:
             parts.append("<h3>Clusters of more than two students</h3>")
-            parts.append(_table(["cluster", "students", "who"], [[c, len(s), _who(s)] for c, s in big], top,
-                                csv_name="similar_clusters.csv"))
-        parts.append(_table(["similarity", "notebook", "students", "matched", "cluster"],
-                            [[f"{p.similarity:.0%}", e(p.notebook), f"{e(p.a)} · {e(p.b)}", p.tokens, p.cluster]
-                             for p in pairs], top, csv_name="similar_pairs.csv"))
+            parts.append(
+                _table(
+                    ["cluster", "students", "who"],
+                    [[c, len(s), _who(s)] for c, s in big],
+                    top,
+                    csv_name="similar_clusters.csv",
+                )
+            )
+        parts.append(
+            _table(
+                ["similarity", "notebook", "students", "matched", "cluster"],
+                [[f"{p.similarity:.0%}", e(p.notebook), f"{e(p.a)} · {e(p.b)}", p.tokens, p.cluster] for p in pairs],
+                top,
+                csv_name="similar_pairs.csv",
+            )
+        )
         for p in pairs[:top]:
-            parts.append(f"<div class='pair'><b>{e(p.a)}</b> and <b>{e(p.b)}</b>, {e(p.notebook)}: "
-                         f"{p.similarity:.0%} alike<table><tr><th>cell</th><th>{e(p.a)}</th><th>{e(p.b)}</th></tr>")
+            parts.append(
+                f"<div class='pair'><b>{e(p.a)}</b> and <b>{e(p.b)}</b>, {e(p.notebook)}: "
+                f"{p.similarity:.0%} alike<table><tr><th>cell</th><th>{e(p.a)}</th><th>{e(p.b)}</th></tr>"
+            )
             for cell, left, right in p.cells:
                 parts.append(f"<tr><td>{e(cell)}</td><td><pre>{left}</pre></td><td><pre>{right}</pre></td></tr>")
             parts.append("</table></div>")
@@ -602,18 +721,27 @@ def build(out: Path, top: int = TOP, similar: bool = True) -> Path:
     secs = timing(inp, t)
     pairs = similarity(inp) if similar else None
     if pairs is not None:
-        t.add("similar_pairs", ["student_a", "student_b", "notebook", "similarity", "matched_tokens", "cells",
-                                "cluster"],
-              [[p.a, p.b, p.notebook, round(p.similarity, 3), p.tokens, ";".join(c for c, _, _ in p.cells), p.cluster]
-               for p in pairs])
+        t.add(
+            "similar_pairs",
+            ["student_a", "student_b", "notebook", "similarity", "matched_tokens", "cells", "cluster"],
+            [
+                [p.a, p.b, p.notebook, round(p.similarity, 3), p.tokens, ";".join(c for c, _, _ in p.cells), p.cluster]
+                for p in pairs
+            ],
+        )
         members = defaultdict(set)
         notebooks = defaultdict(set)
         for p in pairs:
             members[p.cluster].update((p.a, p.b))
             notebooks[p.cluster].add(p.notebook)
-        t.add("similar_clusters", ["cluster", "students", "notebooks", "who"],
-              [[c, len(members[c]), ";".join(sorted(notebooks[c])), ";".join(sorted(members[c]))]
-               for c in sorted(members)])
+        t.add(
+            "similar_clusters",
+            ["cluster", "students", "notebooks", "who"],
+            [
+                [c, len(members[c]), ";".join(sorted(notebooks[c])), ";".join(sorted(members[c]))]
+                for c in sorted(members)
+            ],
+        )
     folder = out / "class_report"
     folder.mkdir(parents=True, exist_ok=True)
     for name, (header, rows) in t.tables.items():

@@ -32,6 +32,7 @@ another worker (up to `distributed.scheduler.allowed-failures` times); results a
 Notebook limits (--timeout, --notebook-timeout, --memory-limit) act inside the task, as with
 --jobs: a student's endless loop is a `timeout` row, not a lost worker.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -60,8 +61,20 @@ if TYPE_CHECKING:  # pragma: no cover
 
 INSTALL = "pip install 'vaekit[cluster]'"
 # what must be the same on every worker as on the client (a different torch or nbgrader can change a verdict)
-PACKAGES = ("torch", "torchvision", "numpy", "nbgrader", "nbformat", "nbconvert", "ipykernel", "jupyter_client",
-            "dask", "distributed", "cloudpickle", "msgpack")
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "nbgrader",
+    "nbformat",
+    "nbconvert",
+    "ipykernel",
+    "jupyter_client",
+    "dask",
+    "distributed",
+    "cloudpickle",
+    "msgpack",
+)
 CODE = ("autograder", "vaekit")
 
 
@@ -76,8 +89,10 @@ def require_dask():
     except ImportError:
         from autograder.grade import GradingError
 
-        raise GradingError(f"--cluster needs Dask's distributed scheduler, which is not installed here: {INSTALL} "
-                           f"(the same on every worker)") from None
+        raise GradingError(
+            f"--cluster needs Dask's distributed scheduler, which is not installed here: {INSTALL} "
+            f"(the same on every worker)"
+        ) from None
     return distributed
 
 
@@ -143,9 +158,12 @@ def worker_problems(client_fingerprint: dict, unsafe: bool) -> list[str]:
 
 def refusal(worker: str, problems: list[str]) -> str:
     """The message that refuses `worker`, naming what differs."""
-    return (f"worker {worker} refused (stale or unfit: it runs different code or packages from this client): "
-            + "; ".join(problems) + ". Install the same commit of the course repository and the same "
-            "packages there (pip install -c constraints.txt -e '.[dev,cluster]'), then restart it.")
+    return (
+        f"worker {worker} refused (stale or unfit: it runs different code or packages from this client): "
+        + "; ".join(problems)
+        + ". Install the same commit of the course repository and the same "
+        "packages there (pip install -c constraints.txt -e '.[dev,cluster]'), then restart it."
+    )
 
 
 # ------------------------------------------------------------------------------ the course bundle
@@ -209,7 +227,7 @@ def _data_folder(z: zipfile.ZipFile, checksum: str) -> Path | None:
         tmp = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=root))
         z.extractall(tmp, names)
         target.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(OSError):   # another worker of this machine may have been first
+        with contextlib.suppress(OSError):  # another worker of this machine may have been first
             os.replace(tmp / "data", target)
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -223,8 +241,14 @@ def _slot() -> int:
         return _next_slot[0] - 1
 
 
-def grade_task(bundle: bytes, checksum: str, client_fingerprint: dict, options: Options,
-               client_paths: tuple[str, ...], sub: Submission) -> tuple[str, list[Result]]:
+def grade_task(
+    bundle: bytes,
+    checksum: str,
+    client_fingerprint: dict,
+    options: Options,
+    client_paths: tuple[str, ...],
+    sub: Submission,
+) -> tuple[str, list[Result]]:
     """One student, on a worker: (the worker's address, the student's Results). Writes only its temp folder."""
     from distributed import get_worker
 
@@ -263,8 +287,14 @@ def connect(address: str):
             n = 0
         if n < 1:
             raise GradingError(f"--cluster {address}: expected local:N with N >= 1 worker processes")
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                           dashboard_address=None, silence_logs=logging.ERROR)
+        cluster = distributed.LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
         return distributed.Client(cluster), cluster
     try:
         client = distributed.Client(address, timeout=30)
@@ -280,8 +310,7 @@ def check_workers(client, client_fingerprint: dict, unsafe: bool, wait: float = 
     try:
         client.wait_for_workers(1, timeout=wait)
     except Exception:
-        raise GradingError(f"the Dask scheduler {client.scheduler.address} has no worker "
-                           f"(waited {wait:g} s)") from None
+        raise GradingError(f"the Dask scheduler {client.scheduler.address} has no worker (waited {wait:g} s)") from None
     reports = client.run(worker_problems, client_fingerprint, unsafe, on_error="return")
     refused = []
     for worker, problems in sorted(reports.items()):
@@ -304,11 +333,15 @@ def grade_on_cluster(grader: Grader, prep: Prepared, todo: list[Submission]) -> 
         mine = fingerprint()
         refused = check_workers(client, mine, options.unsafe_no_sandbox)
         if refused:
-            raise GradingError("the cluster has workers that cannot grade for this client; nothing was graded:\n  "
-                               + "\n  ".join(refused))
+            raise GradingError(
+                "the cluster has workers that cannot grade for this client; nothing was graded:\n  "
+                + "\n  ".join(refused)
+            )
         workers = set(client.scheduler_info()["workers"])
-        grader.say(f"{len(workers)} Dask worker(s) checked: same code and packages as here"
-                   f"{'' if options.unsafe_no_sandbox else ', bubblewrap present'}")
+        grader.say(
+            f"{len(workers)} Dask worker(s) checked: same code and packages as here"
+            f"{'' if options.unsafe_no_sandbox else ', bubblewrap present'}"
+        )
         if not todo:
             return
         bundle, checksum = make_bundle(prep.data or data_dir())
@@ -318,15 +351,18 @@ def grade_on_cluster(grader: Grader, prep: Prepared, todo: list[Submission]) -> 
         grader.start_bar(len(todo) * len(prep.names))
         for sub in todo:
             key = f"grade-{hashlib.sha256(sub.student.encode()).hexdigest()[:16]}-{sub.digest[:16]}"
-            futures[client.submit(grade_task, remote, checksum, mine, task_options, paths, sub, key=key,
-                                  pure=False, retries=1)] = sub
+            futures[
+                client.submit(
+                    grade_task, remote, checksum, mine, task_options, paths, sub, key=key, pure=False, retries=1
+                )
+            ] = sub
         finishing = distributed.as_completed(list(futures))
         last_look = time.monotonic()
         while not finishing.is_empty():
             done = finishing.next_batch(block=False) if finishing.has_ready() else []
             if not done:
                 time.sleep(0.2)
-            if time.monotonic() - last_look > 1.0:   # say at once when a worker leaves or joins
+            if time.monotonic() - last_look > 1.0:  # say at once when a worker leaves or joins
                 workers, last_look = _report_workers(client, workers, grader), time.monotonic()
             for fut in done:
                 sub = futures[fut]
@@ -338,10 +374,14 @@ def grade_on_cluster(grader: Grader, prep: Prepared, todo: list[Submission]) -> 
                     continue
                 exc = fut.exception()
                 if isinstance(exc, StaleWorker):
-                    raise GradingError(f"{exc}\nthe run stopped; OUT holds the students graded so far, and the "
-                                       f"same command goes on from there") from None
-                grader.say(f"warning: {sub.student} could not be graded on the cluster "
-                           f"({type(exc).__name__}: {str(exc)[:300]}); not recorded: a rerun grades them again")
+                    raise GradingError(
+                        f"{exc}\nthe run stopped; OUT holds the students graded so far, and the "
+                        f"same command goes on from there"
+                    ) from None
+                grader.say(
+                    f"warning: {sub.student} could not be graded on the cluster "
+                    f"({type(exc).__name__}: {str(exc)[:300]}); not recorded: a rerun grades them again"
+                )
     except KeyboardInterrupt:
         grader.stopping = True
         raise
@@ -361,8 +401,10 @@ def _report_workers(client, known: set[str], grader: Grader) -> set[str]:
     except Exception:
         return known
     for worker in sorted(known - now):
-        grader.say(f"worker {worker} left the cluster (died or was stopped): the students it was grading "
-                   f"are given to another worker")
+        grader.say(
+            f"worker {worker} left the cluster (died or was stopped): the students it was grading "
+            f"are given to another worker"
+        )
     for worker in sorted(now - known):
         grader.say(f"worker {worker} joined the cluster")
     return now
@@ -371,7 +413,7 @@ def _report_workers(client, known: set[str], grader: Grader) -> set[str]:
 def overhead(client, tasks: int = 200, payload_bytes: int = 20_000) -> float:
     """Seconds the scheduler adds per task (a round trip of an empty task carrying `payload_bytes`)."""
     payload = os.urandom(payload_bytes)
-    client.submit(len, payload, pure=False).result()   # warm up
+    client.submit(len, payload, pure=False).result()  # warm up
     t0 = time.perf_counter()
     futures = [client.submit(len, payload, pure=False) for _ in range(tasks)]
     client.gather(futures)

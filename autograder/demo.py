@@ -11,6 +11,7 @@
 
 Everything it writes is under demo_output/ (or --out).
 """
+
 from __future__ import annotations
 
 import csv
@@ -53,6 +54,7 @@ def make_submissions(release_dir: Path, source_dir: Path, out: Path) -> dict[str
 
 
 def table(summary: Path, report: Path) -> str:
+    """The grading summary as a plain-text table: one row per student, points per notebook and non-ok statuses."""
     rows = list(csv.DictReader(summary.open()))
     status = {(r["student"], r["notebook"]): r["status"] for r in csv.DictReader(report.open())}
     maxima = {}
@@ -71,13 +73,14 @@ def table(summary: Path, report: Path) -> str:
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     out = []
     for k, line in enumerate(lines):
-        out.append("  ".join(str(c).ljust(w) for c, w in zip(line, widths)).rstrip())
+        out.append("  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
         if k == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
 
 
 def demo(out: Path = Path("demo_output"), jobs: int = 2) -> int:
+    """Release the course, grade a sample class of submissions into `out` and print the results; the exit status."""
     from autograder.grade import GradingError, Options, grade
     from autograder.release import release as write_release
 
@@ -90,7 +93,7 @@ def demo(out: Path = Path("demo_output"), jobs: int = 2) -> int:
     print(f"1. building the student notebooks with nbgrader -> {out / 'release'}", flush=True)
     write_release(out / "release", course)
     with tempfile.TemporaryDirectory(prefix="vaekit-demo-") as tmp:
-        source_dir = Path(tmp) / "source"      # the solutions, placeholders filled in as for the release
+        source_dir = Path(tmp) / "source"  # the solutions, placeholders filled in as for the release
         source_dir.mkdir()
         for path in sorted(SOLUTIONS.glob("*.ipynb")):
             (source_dir / path.name).write_text(course.substitute(path.read_text()))
@@ -98,8 +101,10 @@ def demo(out: Path = Path("demo_output"), jobs: int = 2) -> int:
         described = make_submissions(out / "release", source_dir, out / "submissions")
     for student, text in described.items():
         print(f"   {student:<6} {text}")
-    print(f"3. grading with `python -m autograder grade {out / 'submissions'} --out {out / 'grades'} "
-          f"--jobs {jobs}`", flush=True)
+    print(
+        f"3. grading with `python -m autograder grade {out / 'submissions'} --out {out / 'grades'} --jobs {jobs}`",
+        flush=True,
+    )
     try:
         grade(out / "submissions", out / "grades", Options(jobs=jobs))
     except GradingError as exc:
@@ -113,8 +118,10 @@ def demo(out: Path = Path("demo_output"), jobs: int = 2) -> int:
     print(f"what happened: {grades / 'report.csv'}")
     print(f"feedback:      {grades / 'feedback'}/<student>/<notebook>.html (no hidden tests)")
     print(f"class report:  {grades / 'class_report.html'} (instructor only: misconceptions, similar code)")
-    print(f"\nnext: grade the written answers in nbgrader's formgrader (course folder {grades / 'nbgrader'}),\n"
-          f"then `python -m autograder feedback {grades}` puts those points into the feedback\n"
-          f"and writes {grades / 'final_grades.csv'}")
+    print(
+        f"\nnext: grade the written answers in nbgrader's formgrader (course folder {grades / 'nbgrader'}),\n"
+        f"then `python -m autograder feedback {grades}` puts those points into the feedback\n"
+        f"and writes {grades / 'final_grades.csv'}"
+    )
     print(f"done in {time.monotonic() - t0:.0f} s")
     return 0

@@ -17,6 +17,7 @@ feedback template (scores per cell and in total), with a short grader report on 
 Hidden tests never appear: test cells get the released source, and the judge's
 messages are the checks' own words.
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,7 +36,7 @@ from autograder.status import Verdict
 if TYPE_CHECKING:  # pragma: no cover
     from autograder.grade import Result
 
-MAX_OUTPUT_CHARS = 200_000      # per cell: a flood of output is cut, with a note
+MAX_OUTPUT_CHARS = 200_000  # per cell: a flood of output is cut, with a note
 DROPPED_MIME = ("application/javascript", "text/javascript", "application/vnd.jupyter.widget-view+json")
 _lock = threading.Lock()
 _exporter = None
@@ -47,21 +48,24 @@ STATUS_WORDS = {
     "tampered": "the grader saw an attempt to interfere with grading (details below); an instructor will review it.",
     "timeout": "some of your code ran too long and was stopped; checks that could not finish score 0.",
     "error": "your notebook stopped the grader's kernel (it crashed, exited or ran out of memory); "
-             "checks that could not run score 0.",
+    "checks that could not run score 0.",
 }
 
 
 def safe_name(name: str) -> str:
+    """`name` with anything but word characters and . @ + - replaced by _, safe as a file name."""
     return re.sub(r"[^\w.@+-]", "_", name) or "_"
 
 
 def verdict_output(verdict: Verdict | None) -> NotebookNode:
+    """The output shown under a test cell in the feedback: not graded, all checks passed, or the failure."""
     if verdict is None:
         return nbformat.v4.new_output("stream", name="stdout", text="not graded\n")
     if verdict.passed:
         return nbformat.v4.new_output("stream", name="stdout", text="✓ all checks passed\n")
-    return nbformat.v4.new_output("error", ename="Check failed", evalue=verdict.message,
-                                  traceback=[f"Check failed: {verdict.message}"])
+    return nbformat.v4.new_output(
+        "error", ename="Check failed", evalue=verdict.message, traceback=[f"Check failed: {verdict.message}"]
+    )
 
 
 def _trim(outputs: list) -> list:
@@ -82,8 +86,12 @@ def _trim(outputs: list) -> list:
     return kept
 
 
-def graded_notebook(nb: NotebookNode, released_tests: dict[str, str], verdicts: dict[str, Verdict],
-                    scores: dict[str, tuple[float, float]]) -> NotebookNode:
+def graded_notebook(
+    nb: NotebookNode,
+    released_tests: dict[str, str],
+    verdicts: dict[str, Verdict],
+    scores: dict[str, tuple[float, float]],
+) -> NotebookNode:
     """The notebook formgrader and the feedback show: submitted outputs, verdicts on the test cells."""
     nb = copy.deepcopy(nb)
     for cell in nb.cells:
@@ -102,12 +110,55 @@ def graded_notebook(nb: NotebookNode, released_tests: dict[str, str], verdicts: 
     return nb
 
 
-SAFE_TAGS = ["a", "abbr", "b", "blockquote", "br", "code", "dd", "del", "div", "dl", "dt", "em", "h1", "h2", "h3",
-             "h4", "h5", "h6", "hr", "i", "img", "kbd", "li", "ol", "p", "pre", "s", "span", "strong", "sub", "sup",
-             "table", "tbody", "td", "tfoot", "th", "thead", "tr", "u", "ul"]
-SAFE_ATTRIBUTES = {"*": ["class", "id", "title"], "a": ["href", "title"], "img": ["src", "alt", "title", "width",
-                                                                                  "height"],
-                   "td": ["align", "colspan", "rowspan"], "th": ["align", "colspan", "rowspan"]}
+SAFE_TAGS = [
+    "a",
+    "abbr",
+    "b",
+    "blockquote",
+    "br",
+    "code",
+    "dd",
+    "del",
+    "div",
+    "dl",
+    "dt",
+    "em",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "i",
+    "img",
+    "kbd",
+    "li",
+    "ol",
+    "p",
+    "pre",
+    "s",
+    "span",
+    "strong",
+    "sub",
+    "sup",
+    "table",
+    "tbody",
+    "td",
+    "tfoot",
+    "th",
+    "thead",
+    "tr",
+    "u",
+    "ul",
+]
+SAFE_ATTRIBUTES = {
+    "*": ["class", "id", "title"],
+    "a": ["href", "title"],
+    "img": ["src", "alt", "title", "width", "height"],
+    "td": ["align", "colspan", "rowspan"],
+    "th": ["align", "colspan", "rowspan"],
+}
 
 
 def clean_markdown_html(text: str) -> str:
@@ -143,16 +194,29 @@ def _get_exporter():
 
 
 def report_cell(student: str, notebook: str, status: str, notes: list[str]) -> NotebookNode:
-    text = (f"**Grader report for {html.escape(student)}, {html.escape(notebook)}: {html.escape(status)}** — "
-            f"{STATUS_WORDS.get(status, '')}")
+    """The Markdown cell that opens a feedback notebook: the run's status, what it means, and up to 20 notes."""
+    text = (
+        f"**Grader report for {html.escape(student)}, {html.escape(notebook)}: {html.escape(status)}** — "
+        f"{STATUS_WORDS.get(status, '')}"
+    )
     if notes:
         text += "\n\n" + "\n".join(f"* {html.escape(n)}" for n in notes[:20])
     return nbformat.v4.new_markdown_cell(text)
 
 
-def render(nb: NotebookNode, student: str, notebook: str, status: str, notes: list[str], score: float,
-           max_score: float, path: Path, comments: dict[str, str] | None = None,
-           pending: set[str] | None = None, scores: dict[str, tuple[float, float]] | None = None) -> Path:
+def render(
+    nb: NotebookNode,
+    student: str,
+    notebook: str,
+    status: str,
+    notes: list[str],
+    score: float,
+    max_score: float,
+    path: Path,
+    comments: dict[str, str] | None = None,
+    pending: set[str] | None = None,
+    scores: dict[str, tuple[float, float]] | None = None,
+) -> Path:
     """Write the feedback page for one graded notebook.
 
     comments: the graders' comments per answer cell; pending: answer cells still waiting
@@ -178,24 +242,30 @@ def render(nb: NotebookNode, student: str, notebook: str, status: str, notes: li
     return path
 
 
-def write(result: "Result", path: Path) -> Path:
+def write(result: Result, path: Path) -> Path:
     """The page of a freshly graded notebook (written answers still waiting for a grader)."""
     if result.graded is None:
         return write_plain(result, path)
-    max_total = result.max_score + sum(float(c.metadata["nbgrader"].get("points", 0)) for c in result.graded.cells
-                                       if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("grade"))
-    return render(result.graded, result.student, result.notebook, result.status, result.notes, result.score,
-                  max_total, path)
+    max_total = result.max_score + sum(
+        float(c.metadata["nbgrader"].get("points", 0))
+        for c in result.graded.cells
+        if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("grade")
+    )
+    return render(
+        result.graded, result.student, result.notebook, result.status, result.notes, result.score, max_total, path
+    )
 
 
-def write_plain(result: "Result", path: Path) -> Path:
+def write_plain(result: Result, path: Path) -> Path:
     """A page without the notebook: missing, unreadable, or a notebook that does not render."""
     items = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
     what = {"missing": "was not found", "unreadable": "could not be read"}.get(result.status, "was graded")
-    body = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(result.notebook)}</title></head>"
-            f"<body><h2>{html.escape(result.notebook)} (Score: {result.score:g} / {result.max_score:g})</h2>"
-            f"<p>Your submission of <code>{html.escape(result.notebook)}.ipynb</code> {what} "
-            f"({html.escape(result.status)}).</p><ul>{items}</ul></body></html>\n")
+    body = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(result.notebook)}</title></head>"
+        f"<body><h2>{html.escape(result.notebook)} (Score: {result.score:g} / {result.max_score:g})</h2>"
+        f"<p>Your submission of <code>{html.escape(result.notebook)}.ipynb</code> {what} "
+        f"({html.escape(result.status)}).</p><ul>{items}</ul></body></html>\n"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(body)
     return path

@@ -17,6 +17,7 @@ needs once (`Course` below: the release, the references, the hidden checks), gra
 students on N worker threads, and writes each student's rows as soon as they are
 done (an interruption loses only the students in progress).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -43,24 +44,26 @@ from autograder.release import generate, prepare_course
 from autograder.run import NotebookRun, RunSettings, run_notebook
 from autograder.sandbox import INSTALL_HINT, Limits, Mounts, SandboxUnavailable, bwrap_path, write_harness
 from autograder.status import Verdict, worst
-from autograder.warm import WarmSlot
 from autograder.submissions import find_notebooks
+from autograder.warm import WarmSlot
 
 
 @dataclass
 class Options:
+    """How a grading run goes: parallel jobs, time and memory limits, sandboxing, which students, where."""
+
     jobs: int = 1
-    timeout: int = 60             # seconds per cell or check
-    notebook_timeout: int = 900   # seconds per notebook
-    memory_mb: int = 4096         # RLIMIT_DATA of a kernel
+    timeout: int = 60  # seconds per cell or check
+    notebook_timeout: int = 900  # seconds per notebook
+    memory_mb: int = 4096  # RLIMIT_DATA of a kernel
     shard: tuple[int, int] | None = None
     progress: bool = True
-    db_url: str | None = None     # a shared gradebook (e.g. PostgreSQL) instead of OUT/nbgrader's SQLite
+    db_url: str | None = None  # a shared gradebook (e.g. PostgreSQL) instead of OUT/nbgrader's SQLite
     unsafe_no_sandbox: bool = False
-    warm_kernels: bool = True     # fork kernels from a warm server per slot (zygote.py) instead of cold starts
+    warm_kernels: bool = True  # fork kernels from a warm server per slot (zygote.py) instead of cold starts
     students: tuple[str, ...] = ()  # grade these again even if their submission did not change
-    fresh: bool = False           # forget earlier results in OUT (after a backup) and grade everyone
-    cluster: str | None = None    # a Dask scheduler (tcp://HOST:8786) or local:N: grade there (cluster.py)
+    fresh: bool = False  # forget earlier results in OUT (after a backup) and grade everyone
+    cluster: str | None = None  # a Dask scheduler (tcp://HOST:8786) or local:N: grade there (cluster.py)
 
 
 class GradingError(RuntimeError):
@@ -75,34 +78,48 @@ class Result:
     notebook: str
     status: str
     notes: list[str] = field(default_factory=list)
-    cells: list[tuple[str, float, float]] = field(default_factory=list)   # (grade_id, points, max)
+    cells: list[tuple[str, float, float]] = field(default_factory=list)  # (grade_id, points, max)
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     graded: NotebookNode | None = field(default=None, repr=False, compare=False)
-    graded_path: Path | None = field(default=None, repr=False, compare=False)   # where formgrader reads it
+    graded_path: Path | None = field(default=None, repr=False, compare=False)  # where formgrader reads it
     seconds: float = field(default=0.0, repr=False, compare=False)
 
     @property
     def score(self) -> float:
+        """Points earned over the notebook's test cells."""
         return sum(p for _, p, _ in self.cells)
 
     @property
     def max_score(self) -> float:
+        """Points available over the notebook's test cells."""
         return sum(m for _, _, m in self.cells)
 
     def to_dict(self) -> dict:
         """Everything but the notebook (that is on disk at graded_path): for OUT's state file."""
-        return {"student": self.student, "notebook": self.notebook, "status": self.status, "notes": self.notes,
-                "cells": [list(c) for c in self.cells], "seconds": self.seconds,
-                "graded_path": str(self.graded_path) if self.graded_path else None,
-                "verdicts": {k: [v.passed, v.message, v.misconception, v.timeout] for k, v in self.verdicts.items()}}
+        return {
+            "student": self.student,
+            "notebook": self.notebook,
+            "status": self.status,
+            "notes": self.notes,
+            "cells": [list(c) for c in self.cells],
+            "seconds": self.seconds,
+            "graded_path": str(self.graded_path) if self.graded_path else None,
+            "verdicts": {k: [v.passed, v.message, v.misconception, v.timeout] for k, v in self.verdicts.items()},
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Result":
-        return cls(d["student"], d["notebook"], d["status"], list(d["notes"]),
-                   [(str(c), float(p), float(m)) for c, p, m in d["cells"]],
-                   {k: Verdict(bool(v[0]), str(v[1]), v[2], bool(v[3])) for k, v in d.get("verdicts", {}).items()},
-                   graded_path=Path(d["graded_path"]) if d.get("graded_path") else None,
-                   seconds=float(d.get("seconds", 0.0)))
+    def from_dict(cls, d: dict) -> Result:
+        """A Result from its to_dict form (without the graded notebook)."""
+        return cls(
+            d["student"],
+            d["notebook"],
+            d["status"],
+            list(d["notes"]),
+            [(str(c), float(p), float(m)) for c, p, m in d["cells"]],
+            {k: Verdict(bool(v[0]), str(v[1]), v[2], bool(v[3])) for k, v in d.get("verdicts", {}).items()},
+            graded_path=Path(d["graded_path"]) if d.get("graded_path") else None,
+            seconds=float(d.get("seconds", 0.0)),
+        )
 
 
 def data_dir() -> Path | None:
@@ -124,8 +141,8 @@ class Prepared:
     names: list[str]
     releases: dict[str, NotebookNode]
     refs: dict[str, Reference]
-    checks: dict[str, dict[str, list[CheckCall]]]      # notebook -> test cell -> check calls
-    released_tests: dict[str, dict[str, str]]          # notebook -> test cell -> released source
+    checks: dict[str, dict[str, list[CheckCall]]]  # notebook -> test cell -> check calls
+    released_tests: dict[str, dict[str, str]]  # notebook -> test cell -> released source
     harness: Path
     data: Path | None
     cache: Path | None
@@ -144,15 +161,37 @@ def prepare(base: Path, course: Course, solutions: Path = SOLUTIONS, data: Path 
     releases = {n: nbformat.read(release_dir / f"{n}.ipynb", as_version=4) for n in names}
     sources = {n: nbformat.read(solutions / f"{n}.ipynb", as_version=4) for n in names}
     refs = {n: build_reference(n, releases[n], sources[n]) for n in names}
-    checks = {n: {c.metadata["nbgrader"]["grade_id"]: hidden_calls(c.source) for c in sources[n].cells
-                  if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")} for n in names}
-    released_tests = {n: {c.metadata["nbgrader"]["grade_id"]: c.source for c in releases[n].cells
-                          if c.metadata.get("nbgrader", {}).get("grade")} for n in names}
+    checks = {
+        n: {
+            c.metadata["nbgrader"]["grade_id"]: hidden_calls(c.source)
+            for c in sources[n].cells
+            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+        }
+        for n in names
+    }
+    released_tests = {
+        n: {
+            c.metadata["nbgrader"]["grade_id"]: c.source
+            for c in releases[n].cells
+            if c.metadata.get("nbgrader", {}).get("grade")
+        }
+        for n in names
+    }
     data = data_dir() if data is True else data or None
     cache = base / "tensor-cache"
     _warm_cache(data, cache)
-    return Prepared(base, course, names, releases, refs, checks, released_tests, write_harness(base / "harness"),
-                    data, cache if any(cache.iterdir()) else None)
+    return Prepared(
+        base,
+        course,
+        names,
+        releases,
+        refs,
+        checks,
+        released_tests,
+        write_harness(base / "harness"),
+        data,
+        cache if any(cache.iterdir()) else None,
+    )
 
 
 def _warm_cache(data: Path | None, cache: Path) -> None:
@@ -217,10 +256,14 @@ def read_submission(student: str, folder: Path, names: list[str], assignment: st
 
 def run_settings(options: Options, instructor_paths: tuple[str, ...]) -> RunSettings:
     """The per-notebook run settings of `options`; `instructor_paths` are what no sandbox may reach."""
-    return RunSettings(limits=Limits(memory_mb=options.memory_mb, cpu_seconds=options.notebook_timeout + 60),
-                       timeout=float(options.timeout), notebook_timeout=float(options.notebook_timeout),
-                       unsafe=options.unsafe_no_sandbox, instructor_paths=instructor_paths,
-                       shown_paths=(str(Path(sys.prefix).resolve()),))
+    return RunSettings(
+        limits=Limits(memory_mb=options.memory_mb, cpu_seconds=options.notebook_timeout + 60),
+        timeout=float(options.timeout),
+        notebook_timeout=float(options.notebook_timeout),
+        unsafe=options.unsafe_no_sandbox,
+        instructor_paths=instructor_paths,
+        shown_paths=(str(Path(sys.prefix).resolve()),),
+    )
 
 
 def blank(prep: Prepared, student: str, notebook: str, status: str, notes: list[str]) -> Result:
@@ -233,8 +276,14 @@ def slot_folder(prep: Prepared, slot: int) -> Path:
     return prep.base / "students" / f"slot{slot}"
 
 
-def grade_submission(prep: Prepared, sub: Submission, settings: RunSettings, slot: int = 0,
-                     stopping=lambda: False, warm: WarmSlot | None = None) -> list[Result]:
+def grade_submission(
+    prep: Prepared,
+    sub: Submission,
+    settings: RunSettings,
+    slot: int = 0,
+    stopping=lambda: False,
+    warm: WarmSlot | None = None,
+) -> list[Result]:
     """Intake, sandboxed run and judge for one student; returns a Result per released notebook.
 
     Writes only into its own slot's work folder under prep.base (one slot per concurrent
@@ -270,15 +319,22 @@ def grade_submission(prep: Prepared, sub: Submission, settings: RunSettings, slo
     for n, intake in intakes.items():
         if intake.nb is None or stopping():
             continue
-        run = run_notebook(intake.nb, prep.checks[n], settings,
-                           Mounts(harness=prep.harness, data=prep.data, cache=prep.cache, parts=parts),
-                           work / f"{n}.log", slot, warm)
+        run = run_notebook(
+            intake.nb,
+            prep.checks[n],
+            settings,
+            Mounts(harness=prep.harness, data=prep.data, cache=prep.cache, parts=parts),
+            work / f"{n}.log",
+            slot,
+            warm,
+        )
         results.append(_result(prep, sub.student, n, intake, run, fallback, settings.unsafe))
     return sorted(results, key=lambda r: r.notebook)
 
 
-def _result(prep: Prepared, student: str, n: str, intake: Intake, run: NotebookRun, fallback: list[str],
-            unsafe: bool) -> Result:
+def _result(
+    prep: Prepared, student: str, n: str, intake: Intake, run: NotebookRun, fallback: list[str], unsafe: bool
+) -> Result:
     status = intake.status
     if run.evidence:
         status = worst(status, "tampered")
@@ -296,8 +352,7 @@ def _result(prep: Prepared, student: str, n: str, intake: Intake, run: NotebookR
     for grade_id, max_points in prep.refs[n].max_points.items():
         verdict = run.verdicts.get(grade_id, Verdict(False, "not graded", "not_run"))
         cells.append((grade_id, max_points if verdict.passed else 0.0, max_points))
-    graded = feedback.graded_notebook(intake.nb, prep.released_tests[n], run.verdicts,
-                                      {g: (p, m) for g, p, m in cells})
+    graded = feedback.graded_notebook(intake.nb, prep.released_tests[n], run.verdicts, {g: (p, m) for g, p, m in cells})
     return Result(student, n, status, list(dict.fromkeys(notes)), cells, run.verdicts, graded, seconds=run.seconds)
 
 
@@ -323,14 +378,16 @@ class State:
                 try:
                     entry = json.loads(line)
                 except ValueError:
-                    break   # the half line of a run killed while writing it
+                    break  # the half line of a run killed while writing it
                 if entry.get("checks") == self.checks:
                     self.students[entry["student"]] = {"digest": entry["digest"], "results": entry["results"]}
 
     def results(self, student: str) -> list[Result]:
+        """The results kept for `student` from an earlier run (empty if none)."""
         return [Result.from_dict(d) for d in self.students.get(student, {}).get("results", [])]
 
     def record(self, student: str, digest: str, results: list[Result]) -> None:
+        """Keep `student`'s results for the submission with `digest`, appended to the journal at once."""
         entry = {"digest": digest, "results": [r.to_dict() for r in results]}
         self.students[student] = entry
         self.journal.parent.mkdir(parents=True, exist_ok=True)
@@ -338,6 +395,7 @@ class State:
             f.write(json.dumps({"student": student, "checks": self.checks, **entry}, sort_keys=True) + "\n")
 
     def save(self) -> None:
+        """Write every student's results to state.json and drop the journal folded into it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"checks": self.checks, "students": self.students}, sort_keys=True))
@@ -357,8 +415,17 @@ def backup_out(out: Path) -> Path:
     """Copy OUT's results (CSVs, state, gradebook, feedback) aside before they are replaced."""
     target = out / "backups" / f"{datetime.datetime.now():%Y%m%d-%H%M%S}"
     target.mkdir(parents=True, exist_ok=False)
-    for name in ("grades.csv", "summary.csv", "report.csv", "checks.csv", "final_grades.csv", "final_summary.csv",
-                 ".vaekit", "nbgrader", "feedback"):
+    for name in (
+        "grades.csv",
+        "summary.csv",
+        "report.csv",
+        "checks.csv",
+        "final_grades.csv",
+        "final_summary.csv",
+        ".vaekit",
+        "nbgrader",
+        "feedback",
+    ):
         src = out / name
         if src.is_dir():
             shutil.copytree(src, target / name)
@@ -369,6 +436,8 @@ def backup_out(out: Path) -> Path:
 
 # ------------------------------------------------------------------------------ the class
 class Grader:
+    """One grading run of a folder of submissions into OUT: runs, judges, and writes grades and feedback."""
+
     def __init__(self, submissions: Path, out: Path, options: Options, course: Course | None = None):
         self.submissions = submissions
         self.out = out
@@ -380,13 +449,15 @@ class Grader:
         self.bar = None
         self.stopping = False
         self.state: State | None = None
-        self.in_csvs: set[str] = set()   # students whose rows the CSVs hold (appended since the last rewrite)
+        self.in_csvs: set[str] = set()  # students whose rows the CSVs hold (appended since the last rewrite)
 
     # -- input
     def students(self) -> dict[str, Path]:
+        """The students to grade: their folders in SUBMISSIONS by name (not links, nor names starting with . or __)."""
         if not self.submissions.is_dir():
-            raise GradingError(f"{self.submissions} is not a folder of submissions: expected "
-                               f"SUBMISSIONS/<student>/<notebook>.ipynb")
+            raise GradingError(
+                f"{self.submissions} is not a folder of submissions: expected SUBMISSIONS/<student>/<notebook>.ipynb"
+            )
         found = {}
         for entry in sorted(self.submissions.iterdir(), key=lambda p: p.name):
             if entry.name.startswith((".", "__")):
@@ -404,14 +475,18 @@ class Grader:
         return found
 
     def settings(self, base: Path) -> RunSettings:
+        """The run settings of this grading, with the instructor's own folders (repo, OUT, submissions, `base`)."""
         o = self.options
         instructor = tuple(str(p.resolve()) for p in (REPO, self.out, self.submissions, base))
         return run_settings(o, instructor)
 
     def check_sandbox(self) -> None:
+        """Refuse to grade without a working sandbox, unless --unsafe-no-sandbox (then warn)."""
         if self.options.unsafe_no_sandbox:
-            self.say("WARNING: grading WITHOUT a sandbox (--unsafe-no-sandbox): every submission runs with "
-                     "your user's rights and can read, change or delete your files. Only for code you trust.")
+            self.say(
+                "WARNING: grading WITHOUT a sandbox (--unsafe-no-sandbox): every submission runs with "
+                "your user's rights and can read, change or delete your files. Only for code you trust."
+            )
         elif bwrap_path() is None:
             raise GradingError(f"grading needs a sandbox and bubblewrap (bwrap) is not installed: {INSTALL_HINT}")
 
@@ -433,7 +508,7 @@ class Grader:
             if results and self.state is not None:
                 self.state.record(results[0].student, digest, results)
             students = {r.student for r in results}
-            if students & self.in_csvs:   # graded twice in one run: rewrite, never a duplicate row
+            if students & self.in_csvs:  # graded twice in one run: rewrite, never a duplicate row
                 self.write_csvs(prep)
             else:
                 report.append_csvs(self.out, results, prep.names, self.cell_order(prep))
@@ -449,9 +524,11 @@ class Grader:
         self.in_csvs = {student for student, _ in self.results}
 
     def feedback_path(self, r: Result) -> Path:
+        """Where the HTML feedback on result `r` is written."""
         return self.out / "feedback" / feedback.safe_name(r.student) / f"{r.notebook}.html"
 
     def say(self, text: str) -> None:
+        """Print a message to stderr without breaking the progress bar."""
         if self.bar is not None:
             self.bar.write(text, file=sys.stderr)
         else:
@@ -459,13 +536,14 @@ class Grader:
 
     # -- main
     def run(self) -> int:
+        """Grade every student (skipping unchanged submissions), write OUT's files; the exit status."""
         t0 = time.monotonic()
         sub, out = self.submissions.resolve(), self.out.resolve()
         if out == sub or sub in out.parents:
             raise GradingError(f"--out {self.out} is inside the submissions folder, which the grader never writes to")
         self.check_sandbox()
         students = self.students()
-        if self.options.db_url:   # a shared gradebook: reachable and usable before anything is graded
+        if self.options.db_url:  # a shared gradebook: reachable and usable before anything is graded
             self.options.db_url = gradebook.check_database(self.options.db_url)
         self.out.mkdir(parents=True, exist_ok=True)
         said = []
@@ -486,39 +564,46 @@ class Grader:
             self.say("building the release with nbgrader…")
             prep = prepare(base, self.course)
             if self.options.db_url:
-                self.say(f"writing assignment {prep.course.assignment!r} into the shared gradebook "
-                         f"{gradebook.shown(self.options.db_url)} with nbgrader…")
+                self.say(
+                    f"writing assignment {prep.course.assignment!r} into the shared gradebook "
+                    f"{gradebook.shown(self.options.db_url)} with nbgrader…"
+                )
                 gradebook.init_database(self.options.db_url, prep.base / "release-course", prep.course, prep.base)
             for w in self.warnings:
                 self.say(f"warning: {w}")
             todo, unchanged = self.plan(prep, students)
             for student in sorted(self.state.students):
                 if student not in students and not self.options.shard:
-                    unchanged.append(student)   # no longer in SUBMISSIONS: their results stay
+                    unchanged.append(student)  # no longer in SUBMISSIONS: their results stay
             for student in unchanged:
                 for r in self.state.results(student):
                     self.results[(r.student, r.notebook)] = r
             self.write_csvs(prep)
             try:
                 self.grade_all(prep, todo)
-            finally:   # sorted again, journal folded in: also after Ctrl-C or a failed run
+            finally:  # sorted again, journal folded in: also after Ctrl-C or a failed run
                 with self.lock:
                     self.write_csvs(prep)
                     self.state.save()
-            kept = gradebook.export(self.out, prep.base / "release-course", prep.course, list(self.results.values()),
-                                    self.options.db_url)
+            kept = gradebook.export(
+                self.out, prep.base / "release-course", prep.course, list(self.results.values()), self.options.db_url
+            )
         graded_now = {s.student for s in todo}
         run = [r.seconds for r in self.results.values() if r.seconds and r.student in graded_now]
         per = f"; {len(run)} notebook(s) run, {sum(run) / len(run):.1f} s each on average" if run else ""
-        self.say(f"graded {len(todo)} student(s) in {time.monotonic() - t0:.0f} s{per}"
-                 f"{'; NO SANDBOX' if self.options.unsafe_no_sandbox else ''}")
+        self.say(
+            f"graded {len(todo)} student(s) in {time.monotonic() - t0:.0f} s{per}"
+            f"{'; NO SANDBOX' if self.options.unsafe_no_sandbox else ''}"
+        )
         said.append(f"graded {len(todo)} new or changed submission(s), kept {len(unchanged)} unchanged")
         if kept:
             said.append(kept)
         self.say("; ".join(said))
-        self.say(f"grades:   {self.out / 'grades.csv'}\nsummary:  {self.out / 'summary.csv'}\n"
-                 f"report:   {self.out / 'report.csv'}\nfeedback: {self.out / 'feedback'}/<student>/<notebook>.html\n"
-                 f"nbgrader course for manual grading (formgrader): {self.out / 'nbgrader'}")
+        self.say(
+            f"grades:   {self.out / 'grades.csv'}\nsummary:  {self.out / 'summary.csv'}\n"
+            f"report:   {self.out / 'report.csv'}\nfeedback: {self.out / 'feedback'}/<student>/<notebook>.html\n"
+            f"nbgrader course for manual grading (formgrader): {self.out / 'nbgrader'}"
+        )
         self.class_report()
         return 0
 
@@ -529,8 +614,10 @@ class Grader:
 
             self.say(f"class report (instructor only): {build(self.out)}")
         except Exception as exc:
-            self.say(f"warning: the class report could not be built ({type(exc).__name__}: {exc}); "
-                     f"the grades are complete, try `python -m autograder report {self.out}`")
+            self.say(
+                f"warning: the class report could not be built ({type(exc).__name__}: {exc}); "
+                f"the grades are complete, try `python -m autograder report {self.out}`"
+            )
 
     def plan(self, prep: Prepared, students: dict[str, Path]) -> tuple[list[Submission], list[str]]:
         """Which students to grade now (new, changed, or named by --students) and which to keep."""
@@ -548,10 +635,15 @@ class Grader:
     def grade_all(self, prep: Prepared, todo: list[Submission]) -> None:
         """Grade `todo` and write each student as they are done: in this process for --jobs 1, on --jobs
         worker processes, or with --cluster as one Dask task per student (cluster.py)."""
-        where = f"on the Dask cluster {self.options.cluster}" if self.options.cluster else \
-            f"with {self.options.jobs} worker(s)"
-        self.say(f"grading {len(todo)} student(s) {where}, each notebook in "
-                 f"{'NO sandbox' if self.options.unsafe_no_sandbox else 'its own sandbox'}…")
+        where = (
+            f"on the Dask cluster {self.options.cluster}"
+            if self.options.cluster
+            else f"with {self.options.jobs} worker(s)"
+        )
+        self.say(
+            f"grading {len(todo)} student(s) {where}, each notebook in "
+            f"{'NO sandbox' if self.options.unsafe_no_sandbox else 'its own sandbox'}…"
+        )
         if self.options.cluster:
             from autograder.cluster import grade_on_cluster  # Dask only when asked for
 
@@ -590,8 +682,9 @@ class Grader:
 
 
 # ------------------------------------------------------------------------------ runners
-def _grade_safely(prep: Prepared, sub: Submission, settings: RunSettings, slot: int, warm: WarmSlot | None,
-                  stopping=lambda: False) -> list[Result]:
+def _grade_safely(
+    prep: Prepared, sub: Submission, settings: RunSettings, slot: int, warm: WarmSlot | None, stopping=lambda: False
+) -> list[Result]:
     """grade_submission, but a failure of the grader on one student gives that student `error` rows."""
     try:
         return grade_submission(prep, sub, settings, slot, stopping, warm)
@@ -603,8 +696,12 @@ def _grade_safely(prep: Prepared, sub: Submission, settings: RunSettings, slot: 
 def _warm_slot(prep: Prepared, settings: RunSettings, slot: int) -> WarmSlot:
     folder = slot_folder(prep, slot)
     (folder / "parts").mkdir(parents=True, exist_ok=True)
-    return WarmSlot(Mounts(harness=prep.harness, data=prep.data, cache=prep.cache, parts=folder / "parts"),
-                    settings.limits, folder / "zygote.log", slot)
+    return WarmSlot(
+        Mounts(harness=prep.harness, data=prep.data, cache=prep.cache, parts=folder / "parts"),
+        settings.limits,
+        folder / "zygote.log",
+        slot,
+    )
 
 
 def _in_process(prep: Prepared, todo: list[Submission], settings: RunSettings, warm: bool, jobs: int):
@@ -656,8 +753,9 @@ def _on_workers(prep: Prepared, todo: list[Submission], settings: RunSettings, w
     slots = context.Queue()
     for slot in range(jobs):
         slots.put(slot)
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_worker_init,
-                               initargs=(prep, settings, warm, slots))
+    pool = ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(prep, settings, warm, slots)
+    )
     try:
         futures = [pool.submit(_worker_grade, sub) for sub in todo]
         for future in as_completed(futures):
@@ -671,6 +769,7 @@ def _on_workers(prep: Prepared, todo: list[Submission], settings: RunSettings, w
 
 
 def grade(submissions: Path, out: Path, options: Options | None = None) -> int:
+    """Grade SUBMISSIONS into OUT with `options`; the exit status. A missing sandbox is a GradingError."""
     try:
         return Grader(submissions, out, options or Options()).run()
     except SandboxUnavailable as exc:

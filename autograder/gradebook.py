@@ -19,6 +19,7 @@ the course, the assignment, its notebooks and cells; before each write every gra
 comment of the assignment is saved to OUT/backups/gradebook-<time>.json (`dump_grades`,
 which `load_grades` reads back: also how `merge` copies grades between gradebooks).
 """
+
 from __future__ import annotations
 
 import csv
@@ -41,10 +42,12 @@ from autograder.config import Course, load_course
 if TYPE_CHECKING:  # pragma: no cover
     from autograder.grade import Result
 
-HASHES = ".vaekit-submissions.json"   # content hash of each graded notebook, to tell a changed one
-COURSE_ID = "default_course"          # nbgrader's Gradebook default; a shared database holds this course
-DRIVER_HINT = ("pip install -c constraints.txt -e '.[dev,postgres]' (the `postgres` extra: psycopg 3, "
-               "the driver SQLAlchemy 2 uses for postgresql+psycopg:// URLs)")
+HASHES = ".vaekit-submissions.json"  # content hash of each graded notebook, to tell a changed one
+COURSE_ID = "default_course"  # nbgrader's Gradebook default; a shared database holds this course
+DRIVER_HINT = (
+    "pip install -c constraints.txt -e '.[dev,postgres]' (the `postgres` extra: psycopg 3, "
+    "the driver SQLAlchemy 2 uses for postgresql+psycopg:// URLs)"
+)
 URL_HINT = "expected e.g. postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE"
 
 
@@ -56,6 +59,7 @@ def _grading_error(text: str) -> Exception:
 
 @contextmanager
 def open_gradebook(url: str, course_id: str = COURSE_ID):
+    """Open nbgrader's gradebook at `url` for `course_id` (a context manager yielding the Gradebook)."""
     from nbgrader.api import Gradebook
 
     # nbgrader runs `alembic` by name when it creates a gradebook: the venv's bin folder must be on PATH
@@ -63,7 +67,7 @@ def open_gradebook(url: str, course_id: str = COURSE_ID):
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")   # SQLAlchemy's autoflush chatter inside nbgrader's API
+        warnings.simplefilter("ignore")  # SQLAlchemy's autoflush chatter inside nbgrader's API
         with Gradebook(url, course_id) as gb:
             yield gb
 
@@ -105,21 +109,27 @@ def check_database(url: str) -> str:
     except NoSuchModuleError:
         raise _grading_error(f"--db-url {where}: SQLAlchemy knows no database {u.drivername!r}; {URL_HINT}") from None
     except ImportError as exc:
-        raise _grading_error(f"--db-url {where}: the database driver {exc.name or u.get_driver_name()!r} is not "
-                             f"installed: {DRIVER_HINT if backend == 'postgresql' else 'install it'}") from None
+        raise _grading_error(
+            f"--db-url {where}: the database driver {exc.name or u.get_driver_name()!r} is not "
+            f"installed: {DRIVER_HINT if backend == 'postgresql' else 'install it'}"
+        ) from None
     try:
         tables = set(inspect(engine).get_table_names())
     except DBAPIError as exc:
         first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
-        todo = (f"create it on the server (`createdb -h {u.host} -p {u.port or 5432} -U {u.username} {u.database}`)"
-                if "does not exist" in first and "database" in first else
-                "is the server running and reachable from this machine, are the user, password, host and port right?")
+        todo = (
+            f"create it on the server (`createdb -h {u.host} -p {u.port or 5432} -U {u.username} {u.database}`)"
+            if "does not exist" in first and "database" in first
+            else "is the server running and reachable from this machine, are the user, password, host and port right?"
+        )
         raise _grading_error(f"cannot open the gradebook database {where}: {first}; {todo}") from None
     finally:
         engine.dispose()
     if tables and not {"assignment", "notebook", "grade", "alembic_version"} <= tables:
-        raise _grading_error(f"the database {where} holds tables that are not an nbgrader gradebook "
-                             f"({', '.join(sorted(tables)[:5])}…): give an empty database or an nbgrader one")
+        raise _grading_error(
+            f"the database {where} holds tables that are not an nbgrader gradebook "
+            f"({', '.join(sorted(tables)[:5])}…): give an empty database or an nbgrader one"
+        )
     return u.render_as_string(hide_password=False)
 
 
@@ -134,7 +144,7 @@ def _init_lock(url: str):
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            conn.execute(select(func.pg_advisory_lock(0x7661656B)))   # "vaek"; released with the connection
+            conn.execute(select(func.pg_advisory_lock(0x7661656B)))  # "vaek"; released with the connection
             yield
     finally:
         engine.dispose()
@@ -157,23 +167,31 @@ def init_database(url: str, release_root: Path, course: Course, work: Path) -> N
         "c = get_config()\n"
         f"c.CourseDirectory.root = {str(root)!r}\n"
         f"c.CourseDirectory.db_url = {url!r}\n"
-        f"c.CourseDirectory.course_id = {COURSE_ID!r}\n")
+        f"c.CourseDirectory.course_id = {COURSE_ID!r}\n"
+    )
     with _init_lock(url):
         proc = run_nbgrader(root, "generate_assignment", a, "--create", "--force", timeout=600)
     where = shown(url)
     if proc.returncode != 0:
         log = (proc.stdout + proc.stderr).replace(url, where)
         errors = [line for line in log.splitlines() if "ERROR" in line or "Error" in line] or log.splitlines()[-5:]
-        hint = (" (the gradebook holds submissions of a release with other cells: grade with the release those were "
-                "graded with, or use a new database)" if "Cannot" in log else "")
-        raise _grading_error(f"nbgrader could not write assignment {a!r} into the gradebook {where}{hint}:\n"
-                             + "\n".join(errors[-5:]))
+        hint = (
+            " (the gradebook holds submissions of a release with other cells: grade with the release those were "
+            "graded with, or use a new database)"
+            if "Cannot" in log
+            else ""
+        )
+        raise _grading_error(
+            f"nbgrader could not write assignment {a!r} into the gradebook {where}{hint}:\n" + "\n".join(errors[-5:])
+        )
     released = sorted(p.stem for p in (release_root / "source" / a).glob("*.ipynb"))
     with open_gradebook(url) as gb:
         there = sorted(nb.name for nb in gb.find_assignment(a).notebooks)
     if there != released:
-        raise _grading_error(f"the gradebook {where} has notebooks {there} in assignment {a!r}, the release has "
-                             f"{released}: use a new database for this release")
+        raise _grading_error(
+            f"the gradebook {where} has notebooks {there} in assignment {a!r}, the release has "
+            f"{released}: use a new database for this release"
+        )
 
 
 GRADE_FIELDS = ("auto_score", "manual_score", "extra_credit", "needs_manual_grade")
@@ -187,7 +205,7 @@ def dump_grades(url: str, assignment: str, students: set[str] | None = None) -> 
     with open_gradebook(url) as gb:
         try:
             submissions = gb.find_assignment(assignment).submissions
-        except Exception:   # no such assignment yet: nothing to keep
+        except Exception:  # no such assignment yet: nothing to keep
             return data
         for sub in submissions:
             student = sub.student.id
@@ -195,12 +213,15 @@ def dump_grades(url: str, assignment: str, students: set[str] | None = None) -> 
                 continue
             entry = data[student] = {
                 "student": {f: getattr(sub.student, f, None) for f in STUDENT_FIELDS},
-                "timestamp": sub.timestamp.isoformat() if sub.timestamp else None, "notebooks": {}}
+                "timestamp": sub.timestamp.isoformat() if sub.timestamp else None,
+                "notebooks": {},
+            }
             for nb in sub.notebooks:
                 entry["notebooks"][nb.name] = {
                     "flagged": bool(nb.flagged),
                     "grades": {g.name: {f: getattr(g, f) for f in GRADE_FIELDS} for g in nb.grades},
-                    "comments": {c.name: {f: getattr(c, f) for f in COMMENT_FIELDS} for c in nb.comments}}
+                    "comments": {c.name: {f: getattr(c, f) for f in COMMENT_FIELDS} for c in nb.comments},
+                }
     return data
 
 
@@ -212,11 +233,13 @@ def load_grades(url: str, assignment: str, data: dict, manual_only: bool = False
     with open_gradebook(url) as gb:
         for student, entry in sorted(data.items()):
             if not manual_only:
-                gb.update_or_create_student(student, **{k: v for k, v in entry["student"].items()
-                                                        if v is not None and k in STUDENT_FIELDS})
+                gb.update_or_create_student(
+                    student, **{k: v for k, v in entry["student"].items() if v is not None and k in STUDENT_FIELDS}
+                )
                 ts = entry.get("timestamp")
-                gb.update_or_create_submission(assignment, student,
-                                               **({"timestamp": datetime.datetime.fromisoformat(ts)} if ts else {}))
+                gb.update_or_create_submission(
+                    assignment, student, **({"timestamp": datetime.datetime.fromisoformat(ts)} if ts else {})
+                )
             for name, d in entry["notebooks"].items():
                 try:
                     nb = gb.find_submission_notebook(name, assignment, student)
@@ -228,8 +251,10 @@ def load_grades(url: str, assignment: str, data: dict, manual_only: bool = False
                 comments = {c.name: c for c in nb.comments}
                 missing = (set(d["grades"]) - set(grades)) | (set(d["comments"]) - set(comments))
                 if missing:
-                    raise _grading_error(f"{student}/{name}: cells {sorted(missing)} are not in the gradebook's "
-                                         "release (the gradebooks hold different releases)")
+                    raise _grading_error(
+                        f"{student}/{name}: cells {sorted(missing)} are not in the gradebook's "
+                        "release (the gradebooks hold different releases)"
+                    )
                 for cell, values in d["grades"].items():
                     if manual_only and values["manual_score"] is None and values["extra_credit"] is None:
                         continue
@@ -256,8 +281,11 @@ def backup_grades(out: Path, url: str, assignment: str) -> Path | None:
         return None
     path = out / "backups" / f"gradebook-{datetime.datetime.now():%Y%m%d-%H%M%S-%f}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"db_url": shown(url), "assignment": assignment, "students": data},
-                               indent=1, sort_keys=True, default=str))
+    path.write_text(
+        json.dumps(
+            {"db_url": shown(url), "assignment": assignment, "students": data}, indent=1, sort_keys=True, default=str
+        )
+    )
     return path
 
 
@@ -270,14 +298,16 @@ def write_config(root: Path, db_url: str | None) -> None:
     (root / "nbgrader_config.py").write_text(
         "# the course folder of `python -m autograder grade` (for formgrader)\n"
         "import os\n\nc = get_config()\n"
-        "c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))\n" + db_line)
+        "c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))\n" + db_line
+    )
 
 
 def graded_path(out: Path, assignment: str, student: str, notebook: str) -> Path:
+    """Where nbgrader keeps the autograded copy of a student's notebook under `out`."""
     return out / "nbgrader" / "autograded" / student / assignment / f"{notebook}.ipynb"
 
 
-def keep_graded(out: Path, assignment: str, result: "Result") -> Path | None:
+def keep_graded(out: Path, assignment: str, result: Result) -> Path | None:
     """Write the graded notebook where formgrader and `feedback` read it."""
     if result.graded is None:
         return None
@@ -291,12 +321,12 @@ def _digest(path: Path | None) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path and path.is_file() else None
 
 
-def export(out: Path, release_root: Path, course: Course, results: list["Result"], db_url: str | None = None) -> str:
+def export(out: Path, release_root: Path, course: Course, results: list[Result], db_url: str | None = None) -> str:
     """Write every result into the gradebook; returns what was kept, for the summary line."""
     a = course.assignment
     root = out / "nbgrader"
     root.mkdir(parents=True, exist_ok=True)
-    for sub in ("source", "release"):   # generated by the grader, not the instructor's
+    for sub in ("source", "release"):  # generated by the grader, not the instructor's
         shutil.rmtree(root / sub, ignore_errors=True)
         shutil.copytree(release_root / sub, root / sub)
     said = []
@@ -331,7 +361,7 @@ def export(out: Path, release_root: Path, course: Course, results: list["Result"
             for g in nb.grades:
                 if g.cell.cell_type == "code":
                     g.auto_score, g.needs_manual_grade = points.get(g.name, 0.0), False
-                elif r.graded_path is None:      # missing or unreadable: nothing to grade by hand
+                elif r.graded_path is None:  # missing or unreadable: nothing to grade by hand
                     g.auto_score = 0.0
                     g.needs_manual_grade = False
                 else:
@@ -348,8 +378,11 @@ def export(out: Path, release_root: Path, course: Course, results: list["Result"
         gb.db.commit()
     hashes_path.write_text(json.dumps(hashes, indent=0, sort_keys=True))
     if kept:
-        said.insert(0, f"kept {kept} manual grade(s)" + (f"; {flagged} whose submission changed are flagged for "
-                                                          f"review in formgrader" if flagged else ""))
+        said.insert(
+            0,
+            f"kept {kept} manual grade(s)"
+            + (f"; {flagged} whose submission changed are flagged for review in formgrader" if flagged else ""),
+        )
     return "; ".join(said)
 
 
@@ -389,14 +422,17 @@ def refresh(out: Path, course: Course | None = None) -> int:
     root = out / "nbgrader"
     shared = shared_url_of(out)
     url = shared or db_url_of(out)
-    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
-        raise GradingError(f"{url[len('sqlite:///'):]} not found: run `python -m autograder grade ... --out {out}` first")
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///") :]).is_file():
+        raise GradingError(
+            f"{url[len('sqlite:///') :]} not found: run `python -m autograder grade ... --out {out}` first"
+        )
     mine = None
     if shared:
         mine = set(students_of(out))
         if not mine:
-            raise GradingError(f"{out} holds no graded students: run `python -m autograder grade ... --out {out}` "
-                               "first")
+            raise GradingError(
+                f"{out} holds no graded students: run `python -m autograder grade ... --out {out}` first"
+            )
         check_database(shared)
     names = sorted(p.stem for p in (root / "release" / a).glob("*.ipynb"))
     report = {}
@@ -424,19 +460,32 @@ def refresh(out: Path, course: Course | None = None) -> int:
                 scores = {g.name: (float(g.score or 0), float(g.max_score)) for g in sub.grades}
                 comments = {c.name: c.comment for c in sub.comments if c.comment}
                 pending = {g.name for g in sub.grades if g.needs_manual_grade}
-                feedback.render(nbformat.read(path, as_version=4), student, n, info.get("status", "ok"),
-                                [x for x in info.get("detail", "").split("; ") if x], float(sub.score),
-                                float(sub.max_score), out / "feedback" / feedback.safe_name(student) / f"{n}.html",
-                                comments, pending, scores)
+                feedback.render(
+                    nbformat.read(path, as_version=4),
+                    student,
+                    n,
+                    info.get("status", "ok"),
+                    [x for x in info.get("detail", "").split("; ") if x],
+                    float(sub.score),
+                    float(sub.max_score),
+                    out / "feedback" / feedback.safe_name(student) / f"{n}.html",
+                    comments,
+                    pending,
+                    scores,
+                )
             totals.append([student, f"{total:g}", f"{maximum:g}", str(waiting)])
     for name, rows in (("final_grades.csv", cells), ("final_summary.csv", totals)):
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows(rows)
         (out / name).write_text(buf.getvalue())
     if mine is not None:
-        print(f"shared gradebook {shown(url)}: the feedback, final_grades.csv and final_summary.csv of {out} cover "
-              f"the {len(totals) - 1} student(s) graded into it (the gradebook holds {len(everyone)}); "
-              "`python -m autograder merge` the shard folders for one table of everyone")
-    print(f"feedback: {out / 'feedback'}\nall grades (auto and manual): {out / 'final_grades.csv'}\n"
-          f"one total per student: {out / 'final_summary.csv'}")
+        print(
+            f"shared gradebook {shown(url)}: the feedback, final_grades.csv and final_summary.csv of {out} cover "
+            f"the {len(totals) - 1} student(s) graded into it (the gradebook holds {len(everyone)}); "
+            "`python -m autograder merge` the shard folders for one table of everyone"
+        )
+    print(
+        f"feedback: {out / 'feedback'}\nall grades (auto and manual): {out / 'final_grades.csv'}\n"
+        f"one total per student: {out / 'final_summary.csv'}"
+    )
     return 0

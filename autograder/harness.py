@@ -23,8 +23,10 @@ change anything in it. The judge treats every answer as data to check, so the
 most a student can do by tampering with this file is to answer for their own
 code, which is what the checks examine anyway.
 """
+
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -41,8 +43,15 @@ except ImportError:  # pragma: no cover - in the repository
 MAX_HANDLES = 20_000
 # paths the student's code opened or listed (audit hook): the judge keeps only the instructor's as evidence
 AUDIT: list[list[str]] = []
-AUDITED = {"open": "open", "os.listdir": "list", "os.scandir": "list", "os.remove": "delete",
-           "os.rename": "rename", "shutil.rmtree": "delete", "os.mkdir": "create"}
+AUDITED = {
+    "open": "open",
+    "os.listdir": "list",
+    "os.scandir": "list",
+    "os.remove": "delete",
+    "os.rename": "rename",
+    "shutil.rmtree": "delete",
+    "os.mkdir": "create",
+}
 
 
 _IMPORT_PATHS: set[str] = set()
@@ -78,6 +87,7 @@ class Harness:
 
     # ------------------------------------------------------------------ objects
     def ref(self, obj) -> dict:
+        """A {'$ref': n} handle for a kernel-side object, the same handle each time it is sent."""
         key = id(obj)
         if key in self.handle_of and self.handles.get(self.handle_of[key]) is obj:
             return {"$ref": self.handle_of[key]}
@@ -90,6 +100,7 @@ class Harness:
         return {"$ref": n}
 
     def resolve(self, spec: dict):
+        """The object a handle or a lent-object spec from the judge stands for; WireError if unknown."""
         if "$ref" in spec:
             try:
                 return self.handles[int(spec["$ref"])]
@@ -98,6 +109,7 @@ class Harness:
         return self.lent_object(spec)
 
     def lent_object(self, spec: dict):
+        """The stand-in for an object the judge lends (a module or a function), made on first sight."""
         n = int(spec["$lent"])
         if n in self.lent:
             obj = self.lent[n]
@@ -116,6 +128,7 @@ class Harness:
         return obj
 
     def target(self, spec):
+        """What a call targets: a name in the student's namespace or an object handle."""
         if isinstance(spec, dict) and "name" in spec:
             ns = self.shell.user_ns
             if spec["name"] not in ns:
@@ -125,6 +138,7 @@ class Harness:
 
     # ------------------------------------------------------------------ requests from the judge
     def serve(self) -> None:
+        """Announce readiness, then answer the judge's requests until it says bye."""
         self.channel.send({"op": "ready", "pid": os.getpid()})
         while True:
             header, blobs = self.channel.recv()
@@ -134,6 +148,7 @@ class Harness:
             self.answer(header, blobs)
 
     def answer(self, header: dict, blobs: list[bytes]) -> None:
+        """Run one request and send the reply; the student's exceptions are reported by builtin type only."""
         self.blobs = blobs
         rid = header.get("id")
         try:
@@ -153,6 +168,7 @@ class Harness:
             self.channel.send({"re": rid, "error": {"kind": "raised", "type": kind}, **self.events()})
 
     def events(self) -> dict:
+        """The audit events seen since the last reply (at most 20), for the judge."""
         if not AUDIT:
             return {}
         out = {"events": AUDIT[:20]}
@@ -160,16 +176,20 @@ class Harness:
         return out
 
     def op_run(self, header: dict) -> dict:
+        """Run a cell of code in the student's shell; the error type if it failed."""
         result = self.shell.run_cell(str(header.get("code", "")), store_history=False, silent=True)
         err = result.error_before_exec or result.error_in_exec
         if isinstance(err, KeyboardInterrupt):
             raise KeyboardInterrupt
         if err is None:
             return {"ok": True}
-        return {"ok": False, "type": next((c.__name__ for c in type(err).__mro__
-                                           if c.__module__ == "builtins"), "Exception")}
+        return {
+            "ok": False,
+            "type": next((c.__name__ for c in type(err).__mro__ if c.__module__ == "builtins"), "Exception"),
+        }
 
     def op_call(self, header: dict) -> dict:
+        """Call a student's function or method on the judge's arguments, seeded; the encoded result."""
         fn = self.target(header["target"])
         if header.get("method"):
             fn = getattr(fn, str(header["method"]))
@@ -209,14 +229,15 @@ class Harness:
         state = {}
         for n, obj in self.lent.items():
             if isinstance(obj, _LentModule):
-                enc = wire.encode([p for p in obj._params], blobs=out.blobs)
+                enc = wire.encode(list(obj._params), blobs=out.blobs)
                 state[str(n)] = enc.header
         return state
 
     def op_backward(self, header: dict) -> dict:
+        """Backpropagate the judge's gradients through the outputs of an earlier call; the inputs' gradients."""
         outs, leaves = self.graphs[int(header["call"])]
         grads = wire.decode(header.get("grads", []), self.blobs)
-        pairs = [(o, g) for o, g in zip(outs, grads) if g is not None]
+        pairs = [(o, g) for o, g in zip(outs, grads, strict=True) if g is not None]
         for leaf in leaves:
             leaf.grad = None
         if pairs:
@@ -228,6 +249,7 @@ class Harness:
         return {"value": out.header, "_encoded": out}
 
     def op_getattr_ns(self, header: dict) -> dict:
+        """The value bound to a name in the student's namespace, encoded."""
         ns = self.shell.user_ns
         name = str(header["name"])
         if name not in ns:
@@ -236,31 +258,36 @@ class Harness:
         return {"value": out.header, "_encoded": out}
 
     def op_getattr(self, header: dict) -> dict:
+        """An attribute of a kernel-side object, encoded."""
         value = getattr(self.target(header["target"]), str(header["name"]))
         out = wire.encode(value, objects=self._objects)
         return {"value": out.header, "_encoded": out}
 
     def op_params(self, header: dict) -> dict:
+        """A module's parameters with their gradients, as [name, tensor, grad] triples."""
         module = self.target(header["target"])
         named = list(module.named_parameters())
         out = wire.encode([[n, p, p.grad] for n, p in named])
         return {"value": out.header, "_encoded": out}
 
     def op_modules(self, header: dict) -> dict:
+        """A module's submodules: name, torch.nn layer kind and stride, for the architecture checks."""
         found = []
         for name, m in self.target(header["target"]).named_modules():
-            kind = next((c.__name__ for c in type(m).__mro__ if c.__module__.startswith("torch.nn.modules")),
-                        "Module")
+            kind = next((c.__name__ for c in type(m).__mro__ if c.__module__.startswith("torch.nn.modules")), "Module")
             stride = getattr(m, "stride", None)
-            found.append({"name": str(name), "kind": kind,
-                          "stride": list(stride) if isinstance(stride, tuple) else stride})
+            found.append(
+                {"name": str(name), "kind": kind, "stride": list(stride) if isinstance(stride, tuple) else stride}
+            )
         out = wire.encode(found)
         return {"value": out.header, "_encoded": out}
 
     def op_has(self, header: dict) -> dict:
+        """Whether a name is defined in the student's namespace."""
         return {"value": str(header["name"]) in self.shell.user_ns}
 
     def op_bind(self, header: dict) -> dict:
+        """Bind (or delete) a name in the student's namespace to a value sent by the judge."""
         ns = self.shell.user_ns
         name = str(header["name"])
         if header.get("value") is None and header.get("delete"):
@@ -270,6 +297,7 @@ class Harness:
         return {}
 
     def op_reset(self, header: dict) -> dict:
+        """Forget the graphs, handles and lent objects of the last check."""
         self.graphs.clear()
         self.handles.clear()
         self.handle_of.clear()
@@ -287,8 +315,13 @@ class Harness:
             raise wire.WireError("unexpected message from the judge")
         if "error" in reply:
             err = reply["error"]
-            kind = {"AssertionError": AssertionError, "TypeError": TypeError, "ValueError": ValueError,
-                    "IndexError": IndexError, "KeyError": KeyError}.get(err.get("type"), RuntimeError)
+            kind = {
+                "AssertionError": AssertionError,
+                "TypeError": TypeError,
+                "ValueError": ValueError,
+                "IndexError": IndexError,
+                "KeyError": KeyError,
+            }.get(err.get("type"), RuntimeError)
             raise kind(err.get("message", "the grader's model could not run this call"))
         return reply, reply_blobs
 
@@ -305,8 +338,9 @@ class _Attach(torch.autograd.Function):
     def backward(ctx, *grads):
         link = ctx.link
         enc = wire.encode(list(grads))
-        reply, blobs = link["harness"].ask({"op": "lent_backward", "call": link["call"], "grads": enc.header},
-                                           enc.blobs)
+        reply, blobs = link["harness"].ask(
+            {"op": "lent_backward", "call": link["call"], "grads": enc.header}, enc.blobs
+        )
         got = wire.decode(reply.get("value", []), blobs)
         return (None, None, *[g if isinstance(g, torch.Tensor) else None for g in got])
 
@@ -316,8 +350,18 @@ def _call_judge(harness: Harness, lent_id: int, method: str, args, kwargs, param
     enc = wire.encode([list(args), dict(kwargs)], objects=harness._objects, tensors=inputs)
     penc = wire.encode(list(params), blobs=enc.blobs, tensors=inputs)
     grad = torch.is_grad_enabled()
-    reply, blobs = harness.ask({"op": "lent_call", "lent": lent_id, "method": method, "args": enc.header,
-                                "params": penc.header, "training": training, "grad": grad}, enc.blobs)
+    reply, blobs = harness.ask(
+        {
+            "op": "lent_call",
+            "lent": lent_id,
+            "method": method,
+            "args": enc.header,
+            "params": penc.header,
+            "training": training,
+            "grad": grad,
+        },
+        enc.blobs,
+    )
     outs: list[torch.Tensor] = []
     value = wire.decode(reply.get("value"), blobs, harness.resolve, outs)
     marked = reply.get("outs") or []
@@ -328,11 +372,9 @@ def _call_judge(harness: Harness, lent_id: int, method: str, args, kwargs, param
     anchor = torch.zeros((), requires_grad=True)
     attached = _Attach.apply(link, anchor, *grad_inputs)
     # the judge answers lent_backward with one gradient per input that requires grad, in order
-    swap = dict(zip(marked, attached))
+    swap = dict(zip(marked, attached, strict=True))
     counter = iter(range(len(outs)))
     return wire.replace_tensors(value, lambda t: swap.get(next(counter), t))
-
-
 
 
 class _LentFunction:
@@ -363,9 +405,10 @@ class _LentModule(torch.nn.Module):
         with torch.no_grad():
             if len(self._params) != len(values):
                 self._params = torch.nn.ParameterList(
-                    [torch.nn.Parameter(v, requires_grad=v.is_floating_point()) for v in values])
+                    [torch.nn.Parameter(v, requires_grad=v.is_floating_point()) for v in values]
+                )
             else:
-                for p, v in zip(self._params, values):
+                for p, v in zip(self._params, values, strict=True):
                     p.copy_(v)
 
     def _remote(self, method: str, args, kwargs):
@@ -392,12 +435,11 @@ def drop_privileges() -> None:
 
 
 def no_new_privileges() -> None:
+    """Set PR_SET_NO_NEW_PRIVS: nothing the kernel runs can gain privileges (setuid programs)."""
     import ctypes
 
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # no prctl (not Linux): nothing to set
         ctypes.CDLL(None, use_errno=True).prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
-    except (OSError, AttributeError):  # pragma: no cover
-        pass
 
 
 def _warm_up_torch() -> None:
@@ -415,14 +457,12 @@ def _warm_up_torch() -> None:
 def preload():
     """Import what every notebook imports and make the shell: once per kernel, or once per zygote."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    import matplotlib.font_manager  # noqa: F401  (builds the font list once, not in every forked kernel)
+    import matplotlib.font_manager  # builds the font list once, not in every forked kernel
     import matplotlib.pyplot  # noqa: F401
     from IPython.core.interactiveshell import InteractiveShell
 
-    try:
+    with contextlib.suppress(ImportError):  # the sandbox always has it
         import vaekit  # noqa: F401
-    except ImportError:  # pragma: no cover - the sandbox always has it
-        pass
     _warm_up_torch()
     shell = InteractiveShell.instance(colors="nocolor")
     shell.showtraceback = lambda *a, **k: None  # tracebacks are the student's own business
@@ -452,6 +492,7 @@ def serve_fd(shell, fd: int) -> int:
 
 
 def main(argv: list[str]) -> int:
+    """Kernel entry point: drop privileges, preload, then serve the judge on file descriptor argv[1]."""
     fd = int(argv[1])
     drop_privileges()
     no_new_privileges()

@@ -25,6 +25,7 @@ shows them) and is marked `metadata.vaekit.run` when the grading run needs it:
 setup and data cells, answer cells, and the student's own or changed cells;
 never test cells, and not the release's training cells left as they were.
 """
+
 from __future__ import annotations
 
 import ast
@@ -46,6 +47,7 @@ PLACEHOLDER = re.compile(r"\\\{\\\{COURSE_(?:REPO|REF)\\\}\\\}")
 
 
 def normalize(text: str) -> str:
+    """Source text as compared with the release: trailing spaces and surrounding blank lines dropped."""
     return "\n".join(line.rstrip() for line in text.strip().splitlines())
 
 
@@ -69,8 +71,11 @@ def _defines(source: str) -> frozenset[str]:
     tree = parse(source)
     if tree is None:
         return frozenset(re.findall(r"^\s*(?:def|class)\s+(\w+)", source, flags=re.M))
-    return frozenset(n.name for n in getattr(tree, "body", [])
-                     if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))
+    return frozenset(
+        n.name
+        for n in getattr(tree, "body", [])
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+    )
 
 
 # ---------------------------------------------------------------------------- reading
@@ -124,23 +129,32 @@ def read_cells(path: Path) -> tuple[list[dict], list[str]]:
             continue
         meta = cell.get("metadata") if isinstance(cell.get("metadata"), dict) else {}
         outputs = cell.get("outputs") if cell["cell_type"] == "code" and isinstance(cell.get("outputs"), list) else []
-        out.append({"cell_type": cell["cell_type"], "source": _source(cell.get("source")), "metadata": meta,
-                    "outputs": [o for o in outputs if isinstance(o, dict) and isinstance(o.get("output_type"), str)]})
+        out.append(
+            {
+                "cell_type": cell["cell_type"],
+                "source": _source(cell.get("source")),
+                "metadata": meta,
+                "outputs": [o for o in outputs if isinstance(o, dict) and isinstance(o.get("output_type"), str)],
+            }
+        )
     return out, notes
 
 
 # ---------------------------------------------------------------------------- reference
 @dataclass
 class Anchor:
-    index: int                  # position in the release
-    kind: str                   # "solution", "locked" or "free" (a free code cell of the release)
+    """One cell of the released notebook that a submitted cell is matched to."""
+
+    index: int  # position in the release
+    kind: str  # "solution", "locked" or "free" (a free code cell of the release)
     grade_id: str | None
-    cell: NotebookNode          # the released cell
-    text: str                   # normalized released source
+    cell: NotebookNode  # the released cell
+    text: str  # normalized released source
     defines: frozenset[str]
-    pattern: re.Pattern | None = None   # the source with course settings as wildcards (any release)
+    pattern: re.Pattern | None = None  # the source with course settings as wildcards (any release)
 
     def same_as_released(self, source: str) -> bool:
+        """Whether `source` is this cell as released (with any course settings, if the cell has a pattern)."""
         text = normalize(source)
         return text == self.text or bool(self.pattern and self.pattern.fullmatch(text))
 
@@ -152,11 +166,12 @@ class Reference:
     name: str
     release: NotebookNode
     anchors: list[Anchor]
-    free_texts: set[str]        # normalized sources of released markdown cells without metadata
+    free_texts: set[str]  # normalized sources of released markdown cells without metadata
     max_points: dict[str, float] = field(default_factory=dict)
 
     @property
     def by_id(self) -> dict[str, Anchor]:
+        """The anchors that carry an nbgrader grade_id, by that id."""
         return {a.grade_id: a for a in self.anchors if a.grade_id}
 
 
@@ -178,11 +193,14 @@ def build_reference(name: str, release: NotebookNode, source: NotebookNode) -> R
         else:
             free_texts.add(normalize(cell.source))
             continue
-        anchors.append(Anchor(index, kind, grade_id, cell, normalize(cell.source), _defines(cell.source),
-                              patterns.get(grade_id)))
-    max_points = {c.metadata["nbgrader"]["grade_id"]: float(c.metadata["nbgrader"].get("points", 0))
-                  for c in source.cells
-                  if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")}
+        anchors.append(
+            Anchor(index, kind, grade_id, cell, normalize(cell.source), _defines(cell.source), patterns.get(grade_id))
+        )
+    max_points = {
+        c.metadata["nbgrader"]["grade_id"]: float(c.metadata["nbgrader"].get("points", 0))
+        for c in source.cells
+        if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+    }
     return Reference(name, release, anchors, free_texts, max_points)
 
 
@@ -224,8 +242,13 @@ def score(anchor: Anchor, cell: dict, free_texts: set[str]) -> float:
         if cell["cell_type"] == "markdown" and text not in free_texts and text:
             return 0.3
         return 0.0
-    if (anchor.kind == "solution" and not anchor.defines and cell["cell_type"] == "code"
-            and text and _ratio(anchor.text, text) < 0.5):
+    if (
+        anchor.kind == "solution"
+        and not anchor.defines
+        and cell["cell_type"] == "code"
+        and text
+        and _ratio(anchor.text, text) < 0.5
+    ):
         # an answer that only sets values (`BEST_BETA = 1.0`) under a bare stub: placed by the alignment
         return 0.3
     defines = _defines(cell["source"]) if cell["cell_type"] == "code" or not same_type else frozenset()
@@ -263,9 +286,16 @@ def align(anchors: list[Anchor], cells: list[tuple[int, dict]], free_texts: set[
             j -= 1
     # cells moved out of order: best remaining pairs, strongest first
     taken = set(match.values())
-    pairs = sorted(((scores[a][k], a, idx) for a in range(n) if a not in match
-                    for k, (idx, _) in enumerate(cells) if idx not in taken and scores[a][k] >= 0.6),
-                   key=lambda t: (-t[0], t[1], t[2]))
+    pairs = sorted(
+        (
+            (scores[a][k], a, idx)
+            for a in range(n)
+            if a not in match
+            for k, (idx, _) in enumerate(cells)
+            if idx not in taken and scores[a][k] >= 0.6
+        ),
+        key=lambda t: (-t[0], t[1], t[2]),
+    )
     for _, a, idx in pairs:
         if a not in match and idx not in taken:
             match[a] = idx
@@ -288,29 +318,34 @@ def rebuild(ref: Reference, cells: list[dict]) -> Intake:
     """Match the student's cells to the release and rebuild the notebook in the released order."""
     repairs: list[str] = []
     by_id = ref.by_id
-    assigned: dict[int, int] = {}       # anchor index (in ref.anchors) -> student cell index
+    assigned: dict[int, int] = {}  # anchor index (in ref.anchors) -> student cell index
     position = {a.grade_id: k for k, a in enumerate(ref.anchors) if a.grade_id}
 
     # 1. intact metadata: match by grade_id (the last copy of a duplicated solution cell wins,
     #    as in Python when the notebook runs top to bottom, and as in nbgrader)
     claims: dict[str, list[int]] = {}
     for idx, cell in enumerate(cells):
-        gid = cell["metadata"].get("nbgrader", {}).get("grade_id") if isinstance(
-            cell["metadata"].get("nbgrader"), dict) else None
+        gid = (
+            cell["metadata"].get("nbgrader", {}).get("grade_id")
+            if isinstance(cell["metadata"].get("nbgrader"), dict)
+            else None
+        )
         if isinstance(gid, str) and gid in by_id:
             claims.setdefault(gid, []).append(idx)
     dropped: set[int] = set()
     for gid, idxs in claims.items():
         anchor = by_id[gid]
         if len(idxs) > 1:
-            repairs.append(f"cell {gid} appears {len(idxs)} times: graded "
-                           f"{'the last copy' if anchor.kind == 'solution' else 'the released version'}")
+            repairs.append(
+                f"cell {gid} appears {len(idxs)} times: graded "
+                f"{'the last copy' if anchor.kind == 'solution' else 'the released version'}"
+            )
         if anchor.kind == "solution":
             chosen = idxs[-1]
         else:
             exact = [i for i in idxs if normalize(cells[i]["source"]) == anchor.text]
             chosen = exact[0] if exact else idxs[0]
-            dropped |= set(idxs) - {chosen}   # extra copies of a locked cell are not run
+            dropped |= set(idxs) - {chosen}  # extra copies of a locked cell are not run
         assigned[position[gid]] = chosen
     with_id = {i for idxs in claims.values() for i in idxs}
 
@@ -387,16 +422,31 @@ def rebuild(ref: Reference, cells: list[dict]) -> Intake:
         outputs = cell["outputs"] if cell is not None else []
         if anchor.kind == "locked" or cell is None:
             test = bool(released.metadata.get("nbgrader", {}).get("grade"))
-            run = released.cell_type == "code" and not test and (anchor.kind == "locked" or cell is None
-                                                                 and anchor.kind == "solution")
+            run = (
+                released.cell_type == "code"
+                and not test
+                and (anchor.kind == "locked" or (cell is None and anchor.kind == "solution"))
+            )
             out.append(_cell(released.cell_type, released.source, released.metadata, [] if test else outputs, run))
-            if (cell is not None and anchor.kind == "locked" and released.cell_type == "markdown"
-                    and not anchor.same_as_released(cell["source"]) and cell["source"].strip()):
+            if (
+                cell is not None
+                and anchor.kind == "locked"
+                and released.cell_type == "markdown"
+                and not anchor.same_as_released(cell["source"])
+                and cell["source"].strip()
+            ):
                 out.append(_cell("markdown", cell["source"], {}))
         else:
             changed = normalize(cell["source"]) != anchor.text
-            out.append(_cell(released.cell_type, cell["source"], released.metadata, outputs,
-                             run=anchor.kind == "solution" or changed))
+            out.append(
+                _cell(
+                    released.cell_type,
+                    cell["source"],
+                    released.metadata,
+                    outputs,
+                    run=anchor.kind == "solution" or changed,
+                )
+            )
         for idx in attached.get(k, []):
             emit_free(idx)
 

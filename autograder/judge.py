@@ -23,6 +23,7 @@ the sandbox; what the kernel says is only ever data to be checked.
 A test cell's points are the verdict on its hidden checks: every check passes,
 or the first failure's message is the student's feedback for that cell.
 """
+
 from __future__ import annotations
 
 import ast
@@ -39,10 +40,27 @@ from autograder import wire
 from autograder.status import Verdict
 
 # exceptions of the student's code re-raised in the check under the same builtin type
-BUILTIN_ERRORS = {c.__name__: c for c in (
-    ArithmeticError, AssertionError, AttributeError, IndexError, KeyError, LookupError, MemoryError,
-    NameError, NotImplementedError, OverflowError, RecursionError, RuntimeError, TypeError,
-    UnboundLocalError, ValueError, ZeroDivisionError)}
+BUILTIN_ERRORS = {
+    c.__name__: c
+    for c in (
+        ArithmeticError,
+        AssertionError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        LookupError,
+        MemoryError,
+        NameError,
+        NotImplementedError,
+        OverflowError,
+        RecursionError,
+        RuntimeError,
+        TypeError,
+        UnboundLocalError,
+        ValueError,
+        ZeroDivisionError,
+    )
+}
 
 
 class StudentError(Exception):
@@ -80,26 +98,38 @@ class Kernel:
     `process` is the sandbox (autograder/sandbox.py): it has `interrupt()` and `kill()`.
     """
 
-    def __init__(self, channel: wire.Channel, process, timeout: float, probe: float = 5.0,
-                 instructor_paths: tuple[str, ...] = (), shown_paths: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        channel: wire.Channel,
+        process,
+        timeout: float,
+        probe: float = 5.0,
+        instructor_paths: tuple[str, ...] = (),
+        shown_paths: tuple[str, ...] = (),
+    ):
         self.channel = channel
         self.process = process
         self.timeout = timeout
         self.probe = probe
-        self.instructor_paths = instructor_paths   # the repository, OUT, the submissions, the run's folder
-        self.shown_paths = shown_paths             # what the sandbox does show (a virtualenv in the repository)
+        self.instructor_paths = instructor_paths  # the repository, OUT, the submissions, the run's folder
+        self.shown_paths = shown_paths  # what the sandbox does show (a virtualenv in the repository)
         self.next_id = 1
         self.lent: dict[int, Any] = {}
         self.lent_of: dict[int, int] = {}
         self.graphs: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         self.remotes: dict[int, Remote] = {}
         self.evidence: list[str] = []
-        self.failure: AssertionError | None = None   # raised by a lent object of the judge's
+        self.failure: AssertionError | None = None  # raised by a lent object of the judge's
         self.lost: str | None = None
 
     # -- transport
-    def request(self, op: str, blobs: list[bytes] | None = None, timeout: float | None = None,
-                **fields) -> tuple[dict, list[bytes]]:
+    def request(
+        self, op: str, blobs: list[bytes] | None = None, timeout: float | None = None, **fields
+    ) -> tuple[dict, list[bytes]]:
+        """Send one request and wait for its reply, answering the kernel's calls back meanwhile.
+
+        A timeout raises CheckTimeout, a dead kernel KernelLost, a broken protocol Tampering.
+        """
         if self.lost:
             raise KernelLost(self.lost)
         rid = self.next_id
@@ -174,6 +204,7 @@ class Kernel:
 
     # -- values
     def encode(self, value: Any, blobs: list[bytes], tensors: list[torch.Tensor] | None = None) -> Any:
+        """`value` as a wire header, tensors into `blobs`; objects of the judge's are lent to the kernel."""
         return wire.encode(value, objects=lambda o: self._object(o, blobs), blobs=blobs, tensors=tensors).header
 
     def _object(self, obj: Any, blobs: list[bytes]) -> dict:
@@ -183,8 +214,10 @@ class Kernel:
             return {"$ref": obj._ref}
         return self.lend(obj, blobs)
 
-    def decode(self, header: Any, blobs: list[bytes], tensors: list[torch.Tensor] | None = None,
-               grad: bool = False) -> Any:
+    def decode(
+        self, header: Any, blobs: list[bytes], tensors: list[torch.Tensor] | None = None, grad: bool = False
+    ) -> Any:
+        """A value from a kernel's wire header and blobs; its objects become Remote handles."""
         return wire.decode(header, blobs, self._resolve, tensors, grad=grad)
 
     def _resolve(self, spec: dict) -> Any:
@@ -200,6 +233,7 @@ class Kernel:
 
     # -- lending the judge's objects
     def lend(self, obj: Any, blobs: list[bytes]) -> dict:
+        """The spec that lends a judge's object (a module with its parameters, or a function) to the kernel."""
         if not callable(obj):
             raise TypeError(f"cannot pass a {type(obj).__name__} to the student's code")
         n = self.lent_of.get(id(obj))
@@ -208,14 +242,26 @@ class Kernel:
             self.lent[n], self.lent_of[id(obj)] = obj, n
         if isinstance(obj, torch.nn.Module):
             named = list(obj.named_parameters())
-            methods = sorted({name for cls in type(obj).__mro__ if not cls.__module__.startswith("torch")
-                              for name, v in vars(cls).items() if callable(v) and not name.startswith("_")}
-                             | {"forward"})
-            attrs = {k: v for k, v in vars(obj).items()
-                     if not k.startswith("_") and type(v) in (int, float, bool, str)}
-            return {"$lent": n, "kind": "module", "names": [k for k, _ in named], "methods": methods,
-                    "attrs": attrs, "training": obj.training,
-                    "params": wire.encode([p for _, p in named], blobs=blobs).header}
+            methods = sorted(
+                {
+                    name
+                    for cls in type(obj).__mro__
+                    if not cls.__module__.startswith("torch")
+                    for name, v in vars(cls).items()
+                    if callable(v) and not name.startswith("_")
+                }
+                | {"forward"}
+            )
+            attrs = {k: v for k, v in vars(obj).items() if not k.startswith("_") and type(v) in (int, float, bool, str)}
+            return {
+                "$lent": n,
+                "kind": "module",
+                "names": [k for k, _ in named],
+                "methods": methods,
+                "attrs": attrs,
+                "training": obj.training,
+                "params": wire.encode([p for _, p in named], blobs=blobs).header,
+            }
         return {"$lent": n, "kind": "function", "name": getattr(obj, "__name__", "function")}
 
     def _lent_call(self, header: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
@@ -228,8 +274,9 @@ class Kernel:
         method = str(header.get("method"))
         with torch.set_grad_enabled(bool(header.get("grad"))):
             if isinstance(obj, torch.nn.Module):
-                if method not in ("forward", "__call__") and (method.startswith("_") or not callable(
-                        getattr(type(obj), method, None))):
+                if method not in ("forward", "__call__") and (
+                    method.startswith("_") or not callable(getattr(type(obj), method, None))
+                ):
                     raise AttributeError(f"the grader's model has no method {method!r}")
                 obj.train(bool(header.get("training", obj.training)))
                 with _parameters(obj, params):
@@ -251,7 +298,8 @@ class Kernel:
     def _lent_backward(self, header: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
         outs, leaves = self.graphs[int(header["call"])]
         grads = self.decode(header.get("grads", []), blobs)
-        pairs = [(o, g) for o, g in zip(outs, grads) if isinstance(g, torch.Tensor)]
+        # strict=False: the kernel is not trusted to send one gradient per output; missing ones count as none
+        pairs = [(o, g) for o, g in zip(outs, grads, strict=False) if isinstance(g, torch.Tensor)]
         for leaf in leaves:
             leaf.grad = None
         if pairs:
@@ -271,7 +319,7 @@ class Kernel:
             if len(values) != len(params):
                 raise wire.WireError("lent model state does not match")
             with torch.no_grad():
-                for p, v in zip(params, values):
+                for p, v in zip(params, values, strict=True):
                     if tuple(v.shape) != tuple(p.shape):
                         raise wire.WireError("lent model state does not match")
                     p.copy_(v.to(p.dtype))
@@ -284,14 +332,16 @@ class Kernel:
         return int(torch.randint(0, 2**31 - 1, ()).item())
 
     def call(self, target: dict, method: str | None, args: tuple, kwargs: dict, what: str) -> Any:
+        """Call a function or method in the kernel with `args`; the result, wired into autograd if it needs grad."""
         blobs: list[bytes] = []
         inputs: list[torch.Tensor] = []
         enc_args = self.encode(list(args), blobs, inputs)
         enc_kwargs = self.encode(dict(kwargs), blobs, inputs)
         grad = torch.is_grad_enabled()
         self.failure = None
-        header, rblobs = self.request("call", blobs, target=target, method=method, args=enc_args,
-                                      kwargs=enc_kwargs, seed=self.seed(), grad=grad)
+        header, rblobs = self.request(
+            "call", blobs, target=target, method=method, args=enc_args, kwargs=enc_kwargs, seed=self.seed(), grad=grad
+        )
         if self.failure is not None:
             raise self.failure
         if "error" in header:
@@ -306,7 +356,7 @@ class Kernel:
             self._tampered("the kernel broke the grading protocol (bad output list)")
         link = _Link(self, int(header.get("call", 0)), [outs[i] for i in marked], inputs)
         attached = _Attach.apply(link, _ANCHOR, *[t for t in inputs if t.requires_grad])
-        swap = dict(zip(marked, attached))
+        swap = dict(zip(marked, attached, strict=True))
         counter = iter(range(len(outs)))
         return wire.replace_tensors(value, lambda t: swap.get(next(counter), t))
 
@@ -320,6 +370,7 @@ class Kernel:
         return student_error(name if name in BUILTIN_ERRORS else "an exception", what)
 
     def backward(self, call: int, grads: tuple, n_inputs: list[torch.Tensor]) -> list:
+        """Send `grads` back through the kernel's call `call`; the gradients of `n_inputs` that require grad."""
         blobs: list[bytes] = []
         enc = wire.encode(list(grads), blobs=blobs).header
         header, rblobs = self.request("backward", blobs, call=call, grads=enc)
@@ -329,7 +380,7 @@ class Kernel:
         if not isinstance(got, list) or len(got) != len(n_inputs):
             self._tampered("the kernel broke the grading protocol (gradients)")
         out = []
-        for inp, g in zip(n_inputs, got):
+        for inp, g in zip(n_inputs, got, strict=True):
             if not inp.requires_grad:
                 continue
             if g is not None and (not isinstance(g, torch.Tensor) or tuple(g.shape) != tuple(inp.shape)):
@@ -338,6 +389,7 @@ class Kernel:
         return out
 
     def lookup(self, name: str) -> Remote | None:
+        """What `name` is bound to in the student's namespace, or None if it is not defined."""
         header, blobs = self.request("getattr_ns", name=name)
         if "error" in header:
             return None
@@ -383,8 +435,6 @@ class _Attach(torch.autograd.Function):
         return (None, None, *link.kernel.backward(link.call, grads, link.inputs))
 
 
-
-
 @contextlib.contextmanager
 def _parameters(module: torch.nn.Module, values: list):
     """Run `module` with the kernel's parameter tensors in place of its own (as functional_call does)."""
@@ -392,7 +442,7 @@ def _parameters(module: torch.nn.Module, values: list):
     if len(values) != len(named):
         raise ValueError("the model's parameters do not match the grader's")
     saved = []
-    for (name, old), new in zip(named, values):
+    for (name, old), new in zip(named, values, strict=True):
         owner_name, _, leaf = name.rpartition(".")
         owner = module.get_submodule(owner_name) if owner_name else module
         if tuple(new.shape) != tuple(old.shape):
@@ -432,6 +482,7 @@ class Remote:
         object.__setattr__(self, "_what", what)
 
     def __call__(self, *args, **kwargs):
+        """Call the kernel-side object with `args` and `kwargs`."""
         return self._kernel.call({"$ref": self._ref}, None, args, kwargs, self._what)
 
     def __getattr__(self, name: str):
@@ -466,8 +517,10 @@ class Remote:
         header, blobs = self._kernel.request("modules", target={"$ref": self._ref})
         if "error" in header:
             raise self._kernel._error(header["error"], f"{self._what}.modules()")
-        infos = [ModuleInfo(str(m["name"]), str(m["kind"]), m.get("stride")) for m in
-                 self._kernel.decode(header.get("value"), blobs)]
+        infos = [
+            ModuleInfo(str(m["name"]), str(m["kind"]), m.get("stride"))
+            for m in self._kernel.decode(header.get("value"), blobs)
+        ]
         return iter((i.name, i) for i in infos) if named else iter(infos)
 
     def __repr__(self) -> str:
@@ -481,6 +534,7 @@ class RemoteNamespace:
         self._kernel = kernel
 
     def get(self, name: str, default: Any = None) -> Any:
+        """The value of `name` in the student's namespace, or `default`."""
         found = self._kernel.lookup(name)
         if found is None:
             return default
@@ -495,10 +549,12 @@ class RemoteNamespace:
         self._bind(name, value)
 
     def update(self, values: dict) -> None:
+        """Bind each name of `values` in the student's namespace."""
         for name, value in values.items():
             self._bind(name, value)
 
     def pop(self, name: str, default: Any = None) -> Any:
+        """Delete `name` from the student's namespace; returns `default`."""
         self._kernel.request("bind", name=name, value=None, delete=True)
         return default
 
@@ -510,7 +566,7 @@ class CheckCall:
 
     module: str
     function: str
-    args: list[str | None]   # notebook names; None stands for globals()
+    args: list[str | None]  # notebook names; None stands for globals()
 
 
 @dataclass
@@ -539,9 +595,14 @@ def hidden_calls(source: str) -> list[CheckCall]:
         if isinstance(node, ast.ImportFrom) and node.module == "autograder.checks":
             for alias in node.names:
                 aliases[alias.asname or alias.name] = f"autograder.checks.{alias.name}"
-        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) \
-                and isinstance(node.value.func, ast.Attribute) and isinstance(node.value.func.value, ast.Name) \
-                and node.value.func.value.id in aliases and not node.value.keywords:
+        elif (
+            isinstance(node, ast.Expr)
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Attribute)
+            and isinstance(node.value.func.value, ast.Name)
+            and node.value.func.value.id in aliases
+            and not node.value.keywords
+        ):
             args: list[str | None] = []
             for arg in node.value.args:
                 if isinstance(arg, ast.Name):
@@ -552,8 +613,10 @@ def hidden_calls(source: str) -> list[CheckCall]:
                     raise ValueError(f"hidden test argument {ast.unparse(arg)!r}: use notebook names or globals()")
             calls.append(CheckCall(aliases[node.value.func.value.id], node.value.func.attr, args))
         else:
-            raise ValueError(f"hidden test line {ast.unparse(node)!r}: only `from autograder.checks import "
-                             f"X as hidden` and `hidden.check_...(names)` calls are allowed")
+            raise ValueError(
+                f"hidden test line {ast.unparse(node)!r}: only `from autograder.checks import "
+                f"X as hidden` and `hidden.check_...(names)` calls are allowed"
+            )
     return calls
 
 
@@ -569,8 +632,12 @@ def judge_cell(kernel: Kernel, calls: list[CheckCall]) -> Verdict:
                     continue
                 found = kernel.lookup(name)
                 if found is None:
-                    return Verdict(False, f"{name} is not defined: run the cell that defines it (and fix any "
-                                          f"error it shows) before submitting", "not_defined")
+                    return Verdict(
+                        False,
+                        f"{name} is not defined: run the cell that defines it (and fix any "
+                        f"error it shows) before submitting",
+                        "not_defined",
+                    )
                 if isinstance(found, Remote):
                     object.__setattr__(found, "_what", name)
                 args.append(found.value if isinstance(found, _Data) else found)
@@ -582,8 +649,12 @@ def judge_cell(kernel: Kernel, calls: list[CheckCall]) -> Verdict:
             message = str(exc) or "a hidden check failed"
             return Verdict(False, message, getattr(exc, "misconception", None) or _misconception(call, message))
         except CheckTimeout:
-            return Verdict(False, f"your code did not finish within {kernel.timeout:g} s and was interrupted",
-                           "timeout", timeout=True)
+            return Verdict(
+                False,
+                f"your code did not finish within {kernel.timeout:g} s and was interrupted",
+                "timeout",
+                timeout=True,
+            )
         except KernelLost as exc:
             return Verdict(False, str(exc), "kernel_lost")
         except Tampering as exc:
@@ -591,14 +662,16 @@ def judge_cell(kernel: Kernel, calls: list[CheckCall]) -> Verdict:
         except StudentError as exc:
             return Verdict(False, f"{exc}: see the error when you run the test cell above", "raised")
         except Exception as exc:  # the check could not use what the student's code returned
-            return Verdict(False, f"the check could not use what your code returned ({type(exc).__name__}): "
-                                  f"compare the types and shapes with the docstring", "unusable")
+            return Verdict(
+                False,
+                f"the check could not use what your code returned ({type(exc).__name__}): "
+                f"compare the types and shapes with the docstring",
+                "unusable",
+            )
         finally:
             if not kernel.lost:
-                try:
+                with contextlib.suppress(CheckTimeout, KernelLost):
                     kernel.reset()
-                except (CheckTimeout, KernelLost):
-                    pass
     return Verdict(True, "")
 
 
@@ -617,4 +690,3 @@ def _fresh_rng():
         yield
     finally:
         torch.random.set_rng_state(state)
-

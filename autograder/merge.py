@@ -12,6 +12,7 @@ The shard folders are only read. MERGED must be empty or new, or an earlier merg
 same shards: that one is backed up to MERGED/backups/<time> first, and the manual grades and
 comments given in its own gradebook since (formgrader in MERGED/nbgrader) are kept.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,10 +28,9 @@ from autograder import gradebook
 from autograder.config import Course, load_course
 from autograder.grade import GradingError, State, backup_out
 
-CSVS = ("grades.csv", "summary.csv", "report.csv", "checks.csv", "timing.csv", "final_grades.csv",
-        "final_summary.csv")
+CSVS = ("grades.csv", "summary.csv", "report.csv", "checks.csv", "timing.csv", "final_grades.csv", "final_summary.csv")
 MARK = ".vaekit/merge.json"
-OWN = (*CSVS, ".vaekit", "nbgrader", "feedback")   # what a merge writes into MERGED (backups/ stays)
+OWN = (*CSVS, ".vaekit", "nbgrader", "feedback")  # what a merge writes into MERGED (backups/ stays)
 
 
 def _tree_digest(folder: Path) -> str:
@@ -78,8 +78,10 @@ def _check_target(shards: list[Path], target: Path) -> dict | None:
     mark = target / MARK
     earlier = json.loads(mark.read_text()) if mark.is_file() else None
     if earlier is None or sorted(earlier.get("shards", [])) != sorted(str(s) for s in shards):
-        raise GradingError(f"--out {target} is not empty and not an earlier merge of these shards "
-                           f"({', '.join(str(s) for s in shards)}): give a new or empty folder")
+        raise GradingError(
+            f"--out {target} is not empty and not an earlier merge of these shards "
+            f"({', '.join(str(s) for s in shards)}): give a new or empty folder"
+        )
     return earlier
 
 
@@ -95,8 +97,10 @@ def merge(shards: list[Path], target: Path, course: Course | None = None) -> str
         raise GradingError(f"the same shard folder is given twice: {', '.join(twice)}")
     for s in shards:
         if not (s / "nbgrader" / "source" / a).is_dir() or not (s / "grades.csv").is_file():
-            raise GradingError(f"{s} is not the --out folder of a finished `python -m autograder grade` "
-                               f"(no grades.csv or nbgrader/source/{a})")
+            raise GradingError(
+                f"{s} is not the --out folder of a finished `python -m autograder grade` "
+                f"(no grades.csv or nbgrader/source/{a})"
+            )
     # one student, one shard
     owner: dict[str, list[Path]] = {}
     for s in shards:
@@ -104,23 +108,31 @@ def merge(shards: list[Path], target: Path, course: Course | None = None) -> str
             owner.setdefault(student, []).append(s)
     both = {st: ss for st, ss in owner.items() if len(ss) > 1}
     if both:
-        raise GradingError("student(s) graded in more than one shard: " + "; ".join(
-            f"{st} ({', '.join(str(x) for x in ss)})" for st, ss in sorted(both.items())))
+        raise GradingError(
+            "student(s) graded in more than one shard: "
+            + "; ".join(f"{st} ({', '.join(str(x) for x in ss)})" for st, ss in sorted(both.items()))
+        )
     # one release, one set of hidden checks, one kind of gradebook
     releases = {s: _tree_digest(s / "nbgrader" / "source") for s in shards}
     if len(set(releases.values())) > 1:
-        raise GradingError("the shards were graded from different releases (their nbgrader/source differ): "
-                           "grade them again with the same one")
+        raise GradingError(
+            "the shards were graded from different releases (their nbgrader/source differ): "
+            "grade them again with the same one"
+        )
     states = {s: State(s) for s in shards}
     checks = {st.checks for st in states.values() if st.checks}
     if len(checks) > 1:
-        raise GradingError("the shards were graded with different hidden checks (.vaekit/state.json): grade them "
-                           "again with the same repository")
+        raise GradingError(
+            "the shards were graded with different hidden checks (.vaekit/state.json): grade them "
+            "again with the same repository"
+        )
     urls = {s: gradebook.shared_url_of(s) for s in shards}
     shared = set(urls.values())
     if len(shared) > 1:
-        raise GradingError("the shards use different gradebooks: " + "; ".join(
-            f"{s}: {gradebook.shown(u) if u else 'its own SQLite gradebook'}" for s, u in urls.items()))
+        raise GradingError(
+            "the shards use different gradebooks: "
+            + "; ".join(f"{s}: {gradebook.shown(u) if u else 'its own SQLite gradebook'}" for s, u in urls.items())
+        )
     shared_url = shared.pop()
     for s in shards:
         if shared_url is None and not (s / "nbgrader" / "gradebook.db").is_file():
@@ -160,7 +172,7 @@ def merge(shards: list[Path], target: Path, course: Course | None = None) -> str
                 raise GradingError(f"{s / name} has other columns than {present[0] / name}")
             header = h
             rows.extend(r)
-        rows.sort(key=lambda row: row[0] if row else "")   # stable: keeps each student's own order
+        rows.sort(key=lambda row: row[0] if row else "")  # stable: keeps each student's own order
         _write_csv(target / name, [header or [], *rows])
 
     # feedback pages and graded notebooks, per student
@@ -203,7 +215,8 @@ def merge(shards: list[Path], target: Path, course: Course | None = None) -> str
             (course_root / "nbgrader_config.py").write_text(
                 "c = get_config()\n"
                 f"c.CourseDirectory.root = {str(course_root)!r}\n"
-                f"c.CourseDirectory.db_url = 'sqlite:///{course_root / 'gradebook.db'}'\n")
+                f"c.CourseDirectory.db_url = 'sqlite:///{course_root / 'gradebook.db'}'\n"
+            )
             try:
                 generate(course_root, course)
             except RuntimeError as exc:
@@ -212,24 +225,36 @@ def merge(shards: list[Path], target: Path, course: Course | None = None) -> str
         url = f"sqlite:///{root / 'gradebook.db'}"
         grades = comments = 0
         for s in shards:
-            g, c = gradebook.load_grades(url, a, gradebook.dump_grades(f"sqlite:///{s / 'nbgrader' / 'gradebook.db'}",
-                                                                       a))
+            g, c = gradebook.load_grades(
+                url, a, gradebook.dump_grades(f"sqlite:///{s / 'nbgrader' / 'gradebook.db'}", a)
+            )
             grades, comments = grades + g, comments + c
-        said.append(f"gradebook {root / 'gradebook.db'}: every shard's grades and comments, {grades} manual "
-                    f"grade(s) and {comments} manual comment(s) among them")
+        said.append(
+            f"gradebook {root / 'gradebook.db'}: every shard's grades and comments, {grades} manual "
+            f"grade(s) and {comments} manual comment(s) among them"
+        )
         if previous_manual:
             g, c = gradebook.load_grades(url, a, previous_manual, manual_only=True)
             if g or c:
                 said.append(f"{g} manual grade(s) and {c} comment(s) given in the earlier merge kept")
     (target / MARK).parent.mkdir(parents=True, exist_ok=True)
-    (target / MARK).write_text(json.dumps({"shards": [str(s) for s in shards], "students": len(owner),
-                                           "time": f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}"}, indent=1))
+    (target / MARK).write_text(
+        json.dumps(
+            {
+                "shards": [str(s) for s in shards],
+                "students": len(owner),
+                "time": f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}",
+            },
+            indent=1,
+        )
+    )
     said.insert(0, f"merged {len(shards)} shards, {len(owner)} student(s), into {target}")
     try:  # the class report of the whole class; a failure of it never fails the merge
         from autograder.class_report import build
 
         said.append(f"class report: {build(target)}")
     except Exception as exc:
-        said.append(f"the class report could not be built ({type(exc).__name__}); try `python -m autograder report "
-                    f"{target}`")
+        said.append(
+            f"the class report could not be built ({type(exc).__name__}); try `python -m autograder report {target}`"
+        )
     return "; ".join(said)

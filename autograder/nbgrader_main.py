@@ -5,10 +5,12 @@ which builds a parser for IRIs at import time: about four CPU seconds for every
 process, for a format nbformat never checks. Blocking that import makes
 jsonschema fall back to not validating "iri" strings.
 """
+
 import sys
 
 
 def block_slow_imports() -> None:
+    """Keep nbgrader from importing rfc3987_syntax, a slow import that grading never needs."""
     sys.modules.setdefault("rfc3987_syntax", None)
 
 

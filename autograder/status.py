@@ -14,6 +14,7 @@ A notebook's status is the worst that happened to it, in this order:
 
 `unsafe` is never a notebook's status; report.csv says in its detail when a run had no sandbox.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -19,6 +19,7 @@ followed (a submission could point at the instructor's files): they are listed i
 
 This module only looks at names; it reads no notebook and writes nothing.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -34,11 +35,11 @@ SUFFIX = ".ipynb"
 _COPY_PREFIX = re.compile(r"^(?:copy of|copie de|kopie von|copia de|cópia de|copia di)\s+", re.IGNORECASE)
 # What browsers and file managers append to a duplicate's name, possibly repeated.
 _COPY_SUFFIXES = [
-    re.compile(r"\s*\(\d+\)$"),                                          # 02_vae (1)   browsers
+    re.compile(r"\s*\(\d+\)$"),  # 02_vae (1)   browsers
     re.compile(r"\s*\((?:another |\d+(?:st|nd|rd|th) )?copy\)$", re.IGNORECASE),  # 02_vae (copy)  GNOME
-    re.compile(r"\s*-\s*copy(?:\s*\(\d+\))?$", re.IGNORECASE),                    # 02_vae - Copy (2)  Windows
-    re.compile(r"\s+copy(?:\s+\d+)?$", re.IGNORECASE),                           # 02_vae copy 2  macOS
-    re.compile(r"[-_ ]\d+$"),                                            # 02_vae-2, 02_vae_2
+    re.compile(r"\s*-\s*copy(?:\s*\(\d+\))?$", re.IGNORECASE),  # 02_vae - Copy (2)  Windows
+    re.compile(r"\s+copy(?:\s+\d+)?$", re.IGNORECASE),  # 02_vae copy 2  macOS
+    re.compile(r"[-_ ]\d+$"),  # 02_vae-2, 02_vae_2
 ]
 _SEPARATORS = re.compile(r"[\s_\-.]+")
 
@@ -144,8 +145,10 @@ def find_notebooks(folder: Path, released: list[str], assignment: str) -> Found:
     found = Found(notes={stem: [] for stem in released}, folder=folder)
     if folder.is_symlink():
         for stem in released:
-            found.notes[stem].append(f"{stem}{SUFFIX} not found: the submission folder {folder.name} is a "
-                                     f"symbolic link, which the grader does not follow")
+            found.notes[stem].append(
+                f"{stem}{SUFFIX} not found: the submission folder {folder.name} is a "
+                f"symbolic link, which the grader does not follow"
+            )
         found.ignored.append(f"{folder.name} (a symbolic link: not followed)")
         return found
     if not folder.is_dir():
@@ -159,11 +162,11 @@ def find_notebooks(folder: Path, released: list[str], assignment: str) -> Found:
         prefix = assignment + "/"
         found.folder = nested
         outside = [f for f in files if not f.startswith(prefix)]
-        files = [f[len(prefix):] for f in files if f.startswith(prefix)]
-        links = [l[len(prefix):] if l.startswith(prefix) else f"../{l}" for l in links]
+        files = [f[len(prefix) :] for f in files if f.startswith(prefix)]
+        links = [link[len(prefix) :] if link.startswith(prefix) else f"../{link}" for link in links]
         found.extras.extend(f"../{f}" for f in outside)
     base = found.folder
-    found.ignored.extend(f"{l} (a symbolic link: not followed)" for l in links)
+    found.ignored.extend(f"{link} (a symbolic link: not followed)" for link in links)
 
     candidates = [f for f in files if "/" not in f and _stem(f)]
     used: set[str] = set()
@@ -191,8 +194,9 @@ def find_notebooks(folder: Path, released: list[str], assignment: str) -> Found:
         alike = looks_like[stem]
         if stem in found.files:
             if alike:
-                found.notes[stem].append(f"graded {stem}{SUFFIX}; also found {_quote(alike)}, not graded "
-                                         f"(a file with the exact name wins)")
+                found.notes[stem].append(
+                    f"graded {stem}{SUFFIX}; also found {_quote(alike)}, not graded (a file with the exact name wins)"
+                )
             continue
         shared = [n for n in alike if any(n in looks_like[other] for other in missing if other != stem)]
         if len(alike) == 1 and not shared:
@@ -200,15 +204,20 @@ def find_notebooks(folder: Path, released: list[str], assignment: str) -> Found:
             found.files[stem] = base / name
             found.renamed[stem] = name
             used.add(name)
-            found.notes[stem].append(f"graded {name} as {stem}{SUFFIX} (renamed; keep the name {stem}{SUFFIX} "
-                                     f"next time)")
+            found.notes[stem].append(
+                f"graded {name} as {stem}{SUFFIX} (renamed; keep the name {stem}{SUFFIX} next time)"
+            )
         elif len(alike) > 1:
-            found.notes[stem].append(f"{stem}{SUFFIX} not found; {_quote(alike)} "
-                                     f"{'both' if len(alike) == 2 else 'all'} look like it (expected "
-                                     f"{stem}{SUFFIX}): none was graded; rename the right one to {stem}{SUFFIX}")
+            found.notes[stem].append(
+                f"{stem}{SUFFIX} not found; {_quote(alike)} "
+                f"{'both' if len(alike) == 2 else 'all'} look like it (expected "
+                f"{stem}{SUFFIX}): none was graded; rename the right one to {stem}{SUFFIX}"
+            )
         elif alike:
-            found.notes[stem].append(f"{stem}{SUFFIX} not found; {alike[0]} looks like it but also like another "
-                                     f"notebook (expected {stem}{SUFFIX}): not graded")
+            found.notes[stem].append(
+                f"{stem}{SUFFIX} not found; {alike[0]} looks like it but also like another "
+                f"notebook (expected {stem}{SUFFIX}): not graded"
+            )
 
     # 3. why the others are missing
     unused = [n for n in candidates if n not in used]
@@ -220,10 +229,15 @@ def find_notebooks(folder: Path, released: list[str], assignment: str) -> Found:
         if hint:
             note += f"; {hint} might be it (not graded: rename it to {stem}{SUFFIX})"
         else:
-            deeper = [f for f in files if "/" in f and _stem(Path(f).name) and
-                      released_keys[stem] in _keys(_stem(Path(f).name))]
+            deeper = [
+                f
+                for f in files
+                if "/" in f and _stem(Path(f).name) and released_keys[stem] in _keys(_stem(Path(f).name))
+            ]
             if deeper:
-                note += f"; {_quote(deeper)} is in a sub-folder (not graded: put notebooks at the top of the submission)"
+                note += (
+                    f"; {_quote(deeper)} is in a sub-folder (not graded: put notebooks at the top of the submission)"
+                )
         found.notes[stem].append(note)
 
     found.extras.extend(f for f in files if f not in used)

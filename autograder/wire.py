@@ -23,8 +23,10 @@ Decoding builds plain `torch.Tensor`s from bytes (`torch.frombuffer`), so a
 tensor subclass, a `__eq__` that always says yes or a `__reduce__` never
 crosses: the receiver gets numbers, shapes and dtypes only.
 """
+
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -32,8 +34,9 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -43,9 +46,16 @@ MAX_DEPTH = 32
 MAX_ITEMS = 100_000
 
 DTYPES = {
-    "float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
-    "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32, "int16": torch.int16,
-    "int8": torch.int8, "uint8": torch.uint8, "bool": torch.bool,
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "int16": torch.int16,
+    "int8": torch.int8,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
 }
 NAMES = {v: k for k, v in DTYPES.items()}
 
@@ -71,8 +81,12 @@ class Encoded:
     blobs: list[bytes] = field(default_factory=list)
 
 
-def encode(value: Any, objects: Callable[[Any], dict] | None = None, blobs: list[bytes] | None = None,
-           tensors: list[torch.Tensor] | None = None) -> Encoded:
+def encode(
+    value: Any,
+    objects: Callable[[Any], dict] | None = None,
+    blobs: list[bytes] | None = None,
+    tensors: list[torch.Tensor] | None = None,
+) -> Encoded:
     """Encode `value`. Objects that are not data go through `objects(obj) -> {"$ref"|"$lent": n}`.
 
     `tensors`, if given, collects every tensor encoded, in blob order (the caller
@@ -101,8 +115,12 @@ def encode(value: Any, objects: Callable[[Any], dict] | None = None, blobs: list
             blobs.append(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
             if tensors is not None:
                 tensors.append(v)
-            return {"$t": len(blobs) - 1, "dtype": NAMES[t.dtype], "shape": list(t.shape),
-                    "grad": bool(v.requires_grad)}
+            return {
+                "$t": len(blobs) - 1,
+                "dtype": NAMES[t.dtype],
+                "shape": list(t.shape),
+                "grad": bool(v.requires_grad),
+            }
         if type(v) is tuple:
             return {"$tuple": [enc(x, depth + 1) for x in v]}
         if type(v) is list:
@@ -137,8 +155,13 @@ def tensor_from(spec: dict, blobs: list[bytes]) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dtype).reshape(shape).clone()
 
 
-def decode(header: Any, blobs: list[bytes], resolve: Callable[[dict], Any] | None = None,
-           tensors: list[torch.Tensor] | None = None, grad: bool = False) -> Any:
+def decode(
+    header: Any,
+    blobs: list[bytes],
+    resolve: Callable[[dict], Any] | None = None,
+    tensors: list[torch.Tensor] | None = None,
+    grad: bool = False,
+) -> Any:
     """Decode a value. `resolve` maps {"$ref"/"$lent": n} to an object; `grad` honours "grad" flags.
 
     Tensors whose "grad" flag is set become leaves with requires_grad (when `grad`);
@@ -203,16 +226,17 @@ class Channel:
         self._buffer = bytearray()
 
     @classmethod
-    def from_fd(cls, fd: int) -> "Channel":
+    def from_fd(cls, fd: int) -> Channel:
+        """A channel on an inherited socket file descriptor."""
         return cls(socket.socket(fileno=fd))
 
     def close(self) -> None:
-        try:
+        """Close the socket; closing it twice is harmless."""
+        with contextlib.suppress(OSError):  # already closed: nothing left to do
             self.sock.close()
-        except OSError:
-            pass
 
     def send(self, header: dict, blobs: list[bytes] = (), deadline: float | None = None) -> None:
+        """Send one message: a JSON header and raw blobs; WireError if it is too large or the peer is gone."""
         header = dict(header, blobs=[len(b) for b in blobs])
         head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
         if len(head) > MAX_HEADER or len(head) + sum(len(b) for b in blobs) > MAX_FRAME:
@@ -256,6 +280,7 @@ class Channel:
         return out
 
     def recv(self, deadline: float | None = None) -> tuple[dict, list[bytes]]:
+        """Receive one message as (header, blobs); WireError on a broken frame, a closed peer or the deadline."""
         (size,) = struct.unpack(">I", self._read(4, deadline))
         if size > MAX_HEADER:
             raise WireError("header too large")
@@ -267,8 +292,11 @@ class Channel:
         if not isinstance(header, dict):
             raise WireError("header is not an object")
         sizes = header.get("blobs", [])
-        if not isinstance(sizes, list) or not all(isinstance(s, int) and s >= 0 for s in sizes) \
-                or sum(sizes) > MAX_FRAME:
+        if (
+            not isinstance(sizes, list)
+            or not all(isinstance(s, int) and s >= 0 for s in sizes)
+            or sum(sizes) > MAX_FRAME
+        ):
             raise WireError("bad blob sizes")
         return header, [self._read(s, deadline) for s in sizes]
 

@@ -87,10 +87,12 @@ def main() -> None:
         grade = [sys.executable, "-m", "autograder", "grade", "--no-progress"]
         setup = run([*grade, str(tmp / "empty"), "--out", str(tmp / "out-empty")], env, cwd=REPO)
         times = {}
-        for name, extra in (("autograder --jobs 1 (sandbox, warm)", ["--jobs", "1"]),
-                            ("autograder --jobs 2 (sandbox, warm)", ["--jobs", "2"]),
-                            ("autograder --jobs 2 (sandbox, cold)", ["--jobs", "2", "--cold-kernels"]),
-                            ("autograder --jobs 2 --unsafe-no-sandbox", ["--jobs", "2", "--unsafe-no-sandbox"])):
+        for name, extra in (
+            ("autograder --jobs 1 (sandbox, warm)", ["--jobs", "1"]),
+            ("autograder --jobs 2 (sandbox, warm)", ["--jobs", "2"]),
+            ("autograder --jobs 2 (sandbox, cold)", ["--jobs", "2", "--cold-kernels"]),
+            ("autograder --jobs 2 --unsafe-no-sandbox", ["--jobs", "2", "--unsafe-no-sandbox"]),
+        ):
             out = tmp / f"out-{len(times)}"
             times[name] = run([*grade, str(subs), "--out", str(out), *extra], env, cwd=REPO)
 

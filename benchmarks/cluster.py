@@ -54,8 +54,13 @@ def grade(submissions: Path, out: Path, *extra: str) -> tuple[float, float]:
     """(wall seconds, the grader's own average seconds per notebook run)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="Agg")
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "autograder", "grade", str(submissions), "--out", str(out),
-                           "--no-progress", *extra], cwd=REPO, env=env, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "autograder", "grade", str(submissions), "--out", str(out), "--no-progress", *extra],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         sys.exit(f"grading failed ({' '.join(extra)}):\n{proc.stderr[-3000:]}")
@@ -71,8 +76,17 @@ def scheduler_overhead(payload_bytes: int, tasks: int = 200) -> float:
 
     from autograder.cluster import overhead
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.wait_for_workers(2)
         return overhead(client, tasks, payload_bytes)
 
@@ -92,8 +106,12 @@ def fabricated(prep, student: str, tiny: nbformat.NotebookNode) -> list[Result]:
     cells = [(g, m if i % 2 == 0 else 0.0, m) for i, (g, m) in enumerate(prep.refs[first].max_points.items())]
     verdicts = {g: Verdict(p > 0, "ok" if p > 0 else "wrong", None if p > 0 else "some_mistake") for g, p, _ in cells}
     results = [Result(student, first, "ok", [], cells, verdicts, graded=nbformat.from_dict(tiny))]
-    results += [Result(student, n, "missing", [f"{n}.ipynb not found"],
-                       [(g, 0.0, m) for g, m in prep.refs[n].max_points.items()]) for n in rest]
+    results += [
+        Result(
+            student, n, "missing", [f"{n}.ipynb not found"], [(g, 0.0, m) for g, m in prep.refs[n].max_points.items()]
+        )
+        for n in rest
+    ]
     return results
 
 
@@ -138,27 +156,33 @@ def main() -> None:
             jobs, per_notebook = grade(subs, base / "jobs2", "--jobs", "2")
             dask, per_dask = grade(subs, base / "local2", "--cluster", "local:2")
             n = args.students * len(args.notebooks)
-            lines += [f"real class: {args.students} students x {len(args.notebooks)} notebook(s) = {n} notebook runs",
-                      f"  --jobs 2          {jobs:7.1f} s wall  ({per_notebook:.1f} s per notebook run)",
-                      f"  --cluster local:2 {dask:7.1f} s wall  ({per_dask:.1f} s per notebook run; "
-                      f"{dask / jobs:.2f}x --jobs 2, the difference being mostly each worker's own "
-                      f"release build)"]
+            lines += [
+                f"real class: {args.students} students x {len(args.notebooks)} notebook(s) = {n} notebook runs",
+                f"  --jobs 2          {jobs:7.1f} s wall  ({per_notebook:.1f} s per notebook run)",
+                f"  --cluster local:2 {dask:7.1f} s wall  ({per_dask:.1f} s per notebook run; "
+                f"{dask / jobs:.2f}x --jobs 2, the difference being mostly each worker's own "
+                f"release build)",
+            ]
         size = max(len(f.read_bytes()) for f in subs.rglob("*.ipynb"))
         per_task = scheduler_overhead(size)
         ref = per_notebook if per_notebook == per_notebook else 10.0
-        lines.append(f"scheduler overhead: {per_task * 1000:.1f} ms per task (payload {size // 1024} KiB) = "
-                     f"{100 * per_task / ref:.3f} % of a notebook's {ref:.1f} s"
-                     f"{' (assumed)' if args.skip_real else ''} (target <= 5 %)")
+        lines.append(
+            f"scheduler overhead: {per_task * 1000:.1f} ms per task (payload {size // 1024} KiB) = "
+            f"{100 * per_task / ref:.3f} % of a notebook's {ref:.1f} s"
+            f"{' (assumed)' if args.skip_real else ''} (target <= 5 %)"
+        )
         prep_base = base / "prep"
         prep = prepare(prep_base, load_course())
-        client_cost(prep, 5, base)   # warm up: nbconvert's templates, nbgrader's database code
+        client_cost(prep, 5, base)  # warm up: nbconvert's templates, nbgrader's database code
         shutil.rmtree(base / "out5", ignore_errors=True)
         costs = {}
         for n in args.synthetic:
             add, export = client_cost(prep, n, base)
             costs[n] = add + export
-            lines.append(f"client cost, {n:5d} students: {add * 1000:6.1f} ms/student in Grader.add + "
-                         f"{export * 1000:6.1f} ms/student gradebook export = {costs[n]:.4f} s/student")
+            lines.append(
+                f"client cost, {n:5d} students: {add * 1000:6.1f} ms/student in Grader.add + "
+                f"{export * 1000:6.1f} ms/student gradebook export = {costs[n]:.4f} s/student"
+            )
             shutil.rmtree(base / f"out{n}", ignore_errors=True)
         if len(costs) > 1:
             lo, hi = min(costs), max(costs)

@@ -30,7 +30,6 @@ import pstats
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F

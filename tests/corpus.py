@@ -6,6 +6,7 @@ returns EXPECTED: for each student and notebook, the status and the test cells
 expected to score 0 (None: all of them). A student not listed for a notebook
 did not submit it (status `missing`).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -34,15 +35,17 @@ AE = "01_autoencoder"
 CELL_TIMEOUT = 120
 
 # code for the damaged and hostile students (all on notebook 01, built from the full solution)
-FORWARD_BUG = '''
+FORWARD_BUG = """
 def forward(self, x):
     return self.decode(self.encode(x)) + 0.5
-'''
+"""
 # patching the comparison a check might use, in the kernel: the judge compares in the grader's process
-PATCH = ("import torch.testing\ntorch.testing.assert_close = lambda *args, **kwargs: None\n"
-         "torch.allclose = lambda *a, **k: True\n")
+PATCH = (
+    "import torch.testing\ntorch.testing.assert_close = lambda *args, **kwargs: None\n"
+    "torch.allclose = lambda *a, **k: True\n"
+)
 # reaching for the instructor's files: evidence of an attempt (tampered)
-SNOOP = ("try:\n    open({path!r}).read()\nexcept OSError:\n    pass\n")
+SNOOP = "try:\n    open({path!r}).read()\nexcept OSError:\n    pass\n"
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,8 +76,21 @@ def solution(name: str) -> nbformat.NotebookNode:
 # ------------------------------------------------------------------------------ running the grader
 def grade(submissions: Path, out: Path, jobs: int = 2, *extra: str, env: dict | None = None) -> SimpleNamespace:
     """`python -m autograder grade SUBMISSIONS --out OUT --jobs N` in its own process."""
-    cmd = [sys.executable, "-m", "autograder", "grade", str(submissions), "--out", str(out),
-           "--jobs", str(jobs), "--timeout", str(CELL_TIMEOUT), "--no-progress", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "autograder",
+        "grade",
+        str(submissions),
+        "--out",
+        str(out),
+        "--jobs",
+        str(jobs),
+        "--timeout",
+        str(CELL_TIMEOUT),
+        "--no-progress",
+        *extra,
+    ]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500, env=env)
     return SimpleNamespace(proc=proc, seconds=time.monotonic() - t0, out=out)
@@ -86,8 +102,11 @@ def rows(path: Path) -> list[dict]:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def point_problems(expected: dict, graded: list[dict]) -> list[str]:
@@ -117,9 +136,15 @@ def _nb(path: Path, notebook: str) -> nbformat.NotebookNode:
     return nbformat.read(path / f"{notebook}.ipynb", as_version=4)
 
 
-def build(release_dir: Path, source_dir: Path, out: Path, notebooks: list[str] | None = None,
-          hostile: bool = True, bugs: list[str] | None = None, basics: bool = True,
-          ) -> dict[str, dict[str, tuple[str, list[str] | None]]]:
+def build(
+    release_dir: Path,
+    source_dir: Path,
+    out: Path,
+    notebooks: list[str] | None = None,
+    hostile: bool = True,
+    bugs: list[str] | None = None,
+    basics: bool = True,
+) -> dict[str, dict[str, tuple[str, list[str] | None]]]:
     """Write the corpus; returns {student: {notebook: (status, zero-scored cells or None for all)}}.
 
     notebooks: the notebooks of the course (default: all released); basics: the `full` and
@@ -160,23 +185,29 @@ def _hostile(f, put, out: Path) -> None:
     loss = samples.find_cell(m, "ae_loss")
     bad_copy = copy.deepcopy(m.cells[loss])
     bad_copy.source = "def ae_loss(x, logits):\n    return 0 * logits.sum()\n"
-    m.cells.insert(loss, bad_copy)                            # an earlier duplicate (same grade_id)
-    del m.cells[samples.find_cell(m, "test_ae_forward")]     # a deleted test cell
+    m.cells.insert(loss, bad_copy)  # an earlier duplicate (same grade_id)
+    del m.cells[samples.find_cell(m, "test_ae_forward")]  # a deleted test cell
     sample_cell = m.cells.pop(samples.find_cell(m, "sample_autoencoder"))
-    m.cells.append(sample_cell)                               # moved below its test
+    m.cells.append(sample_cell)  # moved below its test
     arch = samples.find_cell(m, "ae_model")
     m.cells[arch] = nbformat.v4.new_markdown_cell(m.cells[arch].source, metadata=m.cells[arch].metadata)
     put("mangled", AE, m, "repaired", [])
     put("corrupt", AE, samples.truncated(f), "unreadable", None)
     put("pdf", AE, samples.PDF, "unreadable", None)
     put("empty", AE, b"", "unreadable", None)
-    put("future_format", AE, json.dumps({"nbformat": 5, "nbformat_minor": 0, "cells": [], "metadata": {}}),
-        "unreadable", None)
+    put(
+        "future_format",
+        AE,
+        json.dumps({"nbformat": 5, "nbformat_minor": 0, "cells": [], "metadata": {}}),
+        "unreadable",
+        None,
+    )
     # a wrong forward, the comparisons patched in the kernel, and an edited test cell: the judge
     # compares in its own process (the patch changes nothing), the released test is graded (repaired)
     forward_bug = samples.with_def(f, "ae_model", "Autoencoder.forward", FORWARD_BUG)
-    put("patched", AE, _edit_test(samples.insert_after(forward_bug, "ae_model", PATCH)), "repaired",
-        ["test_ae_forward"])
+    put(
+        "patched", AE, _edit_test(samples.insert_after(forward_bug, "ae_model", PATCH)), "repaired", ["test_ae_forward"]
+    )
     # reading the hidden checks (not shown in the sandbox): evidence, so tampered
     snoop = SNOOP.format(path=str(REPO / "autograder" / "checks" / "ae.py"))
     put("snoop", AE, samples.insert_after(f, "ae_model", snoop), "tampered", [])

@@ -4,6 +4,7 @@ alice submits notebook 01 filled in (points, and written answers to grade by han
 untouched release of 01, carol nothing. In sorted order `--shard 1/2` grades alice and carol,
 `--shard 2/2` bob.
 """
+
 from __future__ import annotations
 
 import csv
@@ -41,10 +42,17 @@ def build(base: Path) -> Path:
 
 def cli(*args: str, timeout: float = 900, env: dict | None = None) -> SimpleNamespace:
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "autograder", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
-    return SimpleNamespace(proc=proc, rc=proc.returncode, out=proc.stdout, err=proc.stderr,
-                           seconds=time.monotonic() - t0)
+    proc = subprocess.run(
+        [sys.executable, "-m", "autograder", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+    return SimpleNamespace(
+        proc=proc, rc=proc.returncode, out=proc.stdout, err=proc.stderr, seconds=time.monotonic() - t0
+    )
 
 
 def grade(subs: Path, out: Path, *extra: str, env: dict | None = None) -> SimpleNamespace:
@@ -57,8 +65,11 @@ def rows(path: Path) -> list[dict]:
 
 
 def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def set_manual(url: str, student: str, score: float, comment: str) -> str:
@@ -67,8 +78,11 @@ def set_manual(url: str, student: str, score: float, comment: str) -> str:
 
     with warnings.catch_warnings(), Gradebook(url) as gb:
         warnings.simplefilter("ignore")
-        answer = next(g for g in sorted(gb.find_submission_notebook(AE, "vae", student).grades, key=lambda g: g.name)
-                      if g.cell.cell_type == "markdown")
+        answer = next(
+            g
+            for g in sorted(gb.find_submission_notebook(AE, "vae", student).grades, key=lambda g: g.name)
+            if g.cell.cell_type == "markdown"
+        )
         answer.manual_score = score
         gb.find_comment(answer.name, AE, "vae", student).manual_comment = comment
         gb.db.commit()
@@ -80,5 +94,7 @@ def manual(url: str, student: str, cell: str) -> tuple[float | None, str | None]
 
     with warnings.catch_warnings(), Gradebook(url) as gb:
         warnings.simplefilter("ignore")
-        return (gb.find_grade(cell, AE, "vae", student).manual_score,
-                gb.find_comment(cell, AE, "vae", student).manual_comment)
+        return (
+            gb.find_grade(cell, AE, "vae", student).manual_score,
+            gb.find_comment(cell, AE, "vae", student).manual_comment,
+        )

@@ -7,6 +7,7 @@ students share at most one of their four functions; local names and comments are
 student. `judge` runs the real hidden checks in this process on a student's code, so checks.csv
 carries the misconception ids the checks raise, as a grading run would write them.
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,14 +19,22 @@ from pathlib import Path
 ASSIGNMENT = "vae"
 NOTEBOOK = "02_vae"
 CELLS = ("reparameterize", "losses", "interpolate")
-TESTS = {"reparameterize": ("test_reparameterize", 2), "kl_divergence": ("test_kl", 2),
-         "vae_loss": ("test_vae_loss", 2), "interpolate": ("test_interpolate", 1)}
+TESTS = {
+    "reparameterize": ("test_reparameterize", 2),
+    "kl_divergence": ("test_kl", 2),
+    "vae_loss": ("test_vae_loss", 2),
+    "interpolate": ("test_interpolate", 1),
+}
 
 SIGNATURES = {
     "reparameterize": ('def reparameterize(mu, logvar):\n    """Sample z ~ N(mu, exp(logvar)) differentiably."""\n'),
     "kl_divergence": ('def kl_divergence(mu, logvar):\n    """KL(q || N(0, I)) per sample: (B, D) -> (B,)."""\n'),
-    "vae_loss": ('def vae_loss(x, logits, mu, logvar, beta=1.0):\n    """Negative (beta-)ELBO: (loss, recon, kl)."""\n'),
-    "interpolate": ('def interpolate(z_start, z_end, num_steps):\n    """Evenly spaced points, both ends included."""\n'),
+    "vae_loss": (
+        'def vae_loss(x, logits, mu, logvar, beta=1.0):\n    """Negative (beta-)ELBO: (loss, recon, kl)."""\n'
+    ),
+    "interpolate": (
+        'def interpolate(z_start, z_end, num_steps):\n    """Evenly spaced points, both ends included."""\n'
+    ),
 }
 STUB = "    # YOUR CODE HERE\n    raise NotImplementedError()\n"
 
@@ -34,9 +43,10 @@ VARIANTS = {
         "std = torch.exp(0.5 * logvar)\neps = torch.randn_like(std)\nreturn mu + eps * std",
         "return torch.distributions.Normal(mu, torch.exp(logvar / 2)).rsample()",
         "sigma = logvar.mul(0.5).exp_()\nnoise = sigma.new(sigma.size()).normal_()\nreturn noise.mul(sigma).add_(mu)",
-        "noise = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device)\nreturn mu + noise * torch.sqrt(torch.exp(logvar))",
-        "var = logvar.exp()\nz = mu.clone()\nz = z + var.sqrt() * torch.normal(torch.zeros_like(mu), torch.ones_like(mu))\n"
-        "return z",
+        "noise = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device)\n"
+        "return mu + noise * torch.sqrt(torch.exp(logvar))",
+        "var = logvar.exp()\nz = mu.clone()\n"
+        "z = z + var.sqrt() * torch.normal(torch.zeros_like(mu), torch.ones_like(mu))\nreturn z",
     ],
     "kl_divergence": [
         "return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1)",
@@ -73,12 +83,21 @@ VARIANTS = {
         "return torch.stack([torch.lerp(z_start, z_end, float(k) / (num_steps - 1)) for k in range(num_steps)])",
     ],
 }
-SIGMA_SQUARED = "return mu + torch.exp(logvar) * torch.randn_like(mu)"   # the known mistake
-LOCALS = sorted(({w for vs in VARIANTS.values() for v in vs for w in re.findall(r"\b([a-z_][a-z0-9_]*) =", v)}
-                 | {"d", "i", "k"}) - {"mu", "logvar", "x", "logits", "beta", "z_start", "z_end", "num_steps"})
-COMMENTS = ["# sample with the reparameterization trick", "# closed form (Kingma & Welling, App. B)",
-            "# sum over pixels, mean over the batch", "# straight line in latent space", "# my solution",
-            "# done", "# TODO: tidy up", "# see lecture 4"]
+SIGMA_SQUARED = "return mu + torch.exp(logvar) * torch.randn_like(mu)"  # the known mistake
+LOCALS = sorted(
+    ({w for vs in VARIANTS.values() for v in vs for w in re.findall(r"\b([a-z_][a-z0-9_]*) =", v)} | {"d", "i", "k"})
+    - {"mu", "logvar", "x", "logits", "beta", "z_start", "z_end", "num_steps"}
+)
+COMMENTS = [
+    "# sample with the reparameterization trick",
+    "# closed form (Kingma & Welling, App. B)",
+    "# sum over pixels, mean over the batch",
+    "# straight line in latent space",
+    "# my solution",
+    "# done",
+    "# TODO: tidy up",
+    "# see lecture 4",
+]
 
 
 def orthogonal(i: int) -> tuple[int, int, int, int]:
@@ -103,7 +122,7 @@ def functions(choice: tuple[int, int, int, int], seed: int, bug: bool = False) -
     """name -> full source of each of the four functions, in the student's variants."""
     rng = random.Random(seed)
     out = {}
-    for name, k in zip(("reparameterize", "kl_divergence", "vae_loss", "interpolate"), choice):
+    for name, k in zip(("reparameterize", "kl_divergence", "vae_loss", "interpolate"), choice, strict=True):
         code = SIGMA_SQUARED if bug and name == "reparameterize" else VARIANTS[name][k]
         out[name] = SIGNATURES[name] + body(rename(code, rng), rng)
     return out
@@ -112,29 +131,64 @@ def functions(choice: tuple[int, int, int, int], seed: int, bug: bool = False) -
 def cells(fns: dict[str, str], reorder: bool = False) -> dict[str, str]:
     """The three answer cells; `reorder` puts vae_loss before kl_divergence in the losses cell."""
     pair = [fns["vae_loss"], fns["kl_divergence"]] if reorder else [fns["kl_divergence"], fns["vae_loss"]]
-    return {"reparameterize": fns["reparameterize"].rstrip(), "losses": "\n\n".join(p.rstrip() for p in pair),
-            "interpolate": fns["interpolate"].rstrip()}
+    return {
+        "reparameterize": fns["reparameterize"].rstrip(),
+        "losses": "\n\n".join(p.rstrip() for p in pair),
+        "interpolate": fns["interpolate"].rstrip(),
+    }
 
 
 def stubs() -> dict[str, str]:
     s = {n: SIGNATURES[n] + STUB for n in SIGNATURES}
-    return {"reparameterize": s["reparameterize"].rstrip(), "losses": s["kl_divergence"] + "\n\n" + s["vae_loss"].rstrip(),
-            "interpolate": s["interpolate"].rstrip()}
+    return {
+        "reparameterize": s["reparameterize"].rstrip(),
+        "losses": s["kl_divergence"] + "\n\n" + s["vae_loss"].rstrip(),
+        "interpolate": s["interpolate"].rstrip(),
+    }
 
 
 def notebook(answer_cells: dict[str, str], tests: list[str] | None = None) -> dict:
     """A notebook's JSON as the grader keeps it: nbgrader metadata on answer and test cells."""
-    out = [{"cell_type": "markdown", "metadata": {}, "source": "# VAE"},
-           {"cell_type": "code", "metadata": {}, "source": "import torch\nimport torch.nn.functional as F",
-            "outputs": [], "execution_count": None}]
+    out = [
+        {"cell_type": "markdown", "metadata": {}, "source": "# VAE"},
+        {
+            "cell_type": "code",
+            "metadata": {},
+            "source": "import torch\nimport torch.nn.functional as F",
+            "outputs": [],
+            "execution_count": None,
+        },
+    ]
     for cell in CELLS:
-        out.append({"cell_type": "code", "metadata": {"nbgrader": {"grade_id": cell, "solution": True, "grade": False,
-                                                                   "locked": False, "schema_version": 3}},
-                    "source": answer_cells[cell], "outputs": [], "execution_count": None})
+        out.append(
+            {
+                "cell_type": "code",
+                "metadata": {
+                    "nbgrader": {
+                        "grade_id": cell,
+                        "solution": True,
+                        "grade": False,
+                        "locked": False,
+                        "schema_version": 3,
+                    }
+                },
+                "source": answer_cells[cell],
+                "outputs": [],
+                "execution_count": None,
+            }
+        )
     for test in tests or []:
-        out.append({"cell_type": "code", "metadata": {"nbgrader": {"grade_id": test, "grade": True, "solution": False,
-                                                                   "points": 1, "schema_version": 3}},
-                    "source": "# hidden tests", "outputs": [], "execution_count": None})
+        out.append(
+            {
+                "cell_type": "code",
+                "metadata": {
+                    "nbgrader": {"grade_id": test, "grade": True, "solution": False, "points": 1, "schema_version": 3}
+                },
+                "source": "# hidden tests",
+                "outputs": [],
+                "execution_count": None,
+            }
+        )
     return {"cells": out, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
@@ -148,11 +202,15 @@ def judge(answer_cells: dict[str, str]) -> list[tuple[str, bool, str, str]]:
     ns: dict = {"torch": torch, "F": F}
     for cell in CELLS:
         exec(compile(answer_cells[cell], f"<{cell}>", "exec"), ns)
-    calls = {"test_reparameterize": [lambda: vae.check_reparameterize_gradients(ns["reparameterize"]),
-                                     lambda: vae.check_reparameterize_statistics(ns["reparameterize"])],
-             "test_kl": [lambda: vae.check_kl_values(ns["kl_divergence"])],
-             "test_vae_loss": [lambda: vae.check_vae_loss(ns["vae_loss"], ns)],
-             "test_interpolate": [lambda: interp.check_interpolate(ns["interpolate"])]}
+    calls = {
+        "test_reparameterize": [
+            lambda: vae.check_reparameterize_gradients(ns["reparameterize"]),
+            lambda: vae.check_reparameterize_statistics(ns["reparameterize"]),
+        ],
+        "test_kl": [lambda: vae.check_kl_values(ns["kl_divergence"])],
+        "test_vae_loss": [lambda: vae.check_vae_loss(ns["vae_loss"], ns)],
+        "test_interpolate": [lambda: interp.check_interpolate(ns["interpolate"])],
+    }
     out = []
     for test, fns in calls.items():
         verdict = (test, True, "", "")
@@ -167,8 +225,13 @@ def judge(answer_cells: dict[str, str]) -> list[tuple[str, bool, str, str]]:
     return out
 
 
-def write_out(out: Path, students: dict[str, dict[str, str]], verdicts: dict[str, list[tuple[str, bool, str, str]]],
-              statuses: dict[str, str] | None = None, seconds: dict[str, float] | None = None) -> Path:
+def write_out(
+    out: Path,
+    students: dict[str, dict[str, str]],
+    verdicts: dict[str, list[tuple[str, bool, str, str]]],
+    statuses: dict[str, str] | None = None,
+    seconds: dict[str, float] | None = None,
+) -> Path:
     """Write OUT as a grading run leaves it: the four CSVs, the release and the graded notebooks."""
     statuses, seconds = statuses or {}, seconds or {}
     out.mkdir(parents=True, exist_ok=True)
@@ -193,11 +256,23 @@ def write_out(out: Path, students: dict[str, dict[str, str]], verdicts: dict[str
             grades.append([student, NOTEBOOK, test, pts, maxima[test], status])
             checks.append([student, NOTEBOOK, test, int(passed), "" if passed else mid, message])
         summary.append([student, total, sum(maxima.values()), total, status])
-        report.append([student, NOTEBOOK, status, total, sum(maxima.values()),
-                       "graded under a different name" if status == "renamed" else "",
-                       f"{seconds.get(student, 10.0):.1f}"])
-    for name, rows in (("grades.csv", grades), ("checks.csv", checks), ("summary.csv", summary),
-                       ("report.csv", report)):
+        report.append(
+            [
+                student,
+                NOTEBOOK,
+                status,
+                total,
+                sum(maxima.values()),
+                "graded under a different name" if status == "renamed" else "",
+                f"{seconds.get(student, 10.0):.1f}",
+            ]
+        )
+    for name, rows in (
+        ("grades.csv", grades),
+        ("checks.csv", checks),
+        ("summary.csv", summary),
+        ("report.csv", report),
+    ):
         with (out / name).open("w", newline="") as f:
             csv.writer(f, lineterminator="\n").writerows(rows)
     return out

@@ -23,6 +23,7 @@ Attacks, by class (each entry of ATTACKS says what it tries and what the grader 
   os._exit in functions the judge calls;
 * HTML/JS injection in markdown answers and outputs: no script of the student's runs in the feedback.
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,21 +48,28 @@ from autograder.config import REPO, SOLUTIONS
 pytestmark = pytest.mark.slow
 
 AE = "01_autoencoder"
-TIMEOUT = 10             # --timeout: seconds per cell or check
-NOTEBOOK_TIMEOUT = 120   # --notebook-timeout
-MEMORY_MB = 1024         # --memory-limit
-BATCH_BOUND = 240        # seconds one batch of 8 may take (2 workers on a loaded 2-core machine)
-TOKEN = "rt" + uuid.uuid4().hex[:12]   # in every attacker's process names and marker files
-ALL = None               # "every test cell of the notebook scores 0"
+TIMEOUT = 10  # --timeout: seconds per cell or check
+NOTEBOOK_TIMEOUT = 120  # --notebook-timeout
+MEMORY_MB = 1024  # --memory-limit
+BATCH_BOUND = 240  # seconds one batch of 8 may take (2 workers on a loaded 2-core machine)
+TOKEN = "rt" + uuid.uuid4().hex[:12]  # in every attacker's process names and marker files
+ALL = None  # "every test cell of the notebook scores 0"
 
-CELLS = ("test_ae_encoder", "test_ae_decoder", "test_ae_architecture", "test_ae_forward", "test_ae_loss",
-         "test_ae_training", "test_ae_sampling")
+CELLS = (
+    "test_ae_encoder",
+    "test_ae_decoder",
+    "test_ae_architecture",
+    "test_ae_forward",
+    "test_ae_loss",
+    "test_ae_training",
+    "test_ae_sampling",
+)
 
 
 # ------------------------------------------------------------------------------ attack code
 # {token}, {repo}, {subs}, {out}, {mark} are filled in per batch
 
-READ_INSTRUCTOR = '''
+READ_INSTRUCTOR = """
 import os, sys
 found = []
 for path in ["{repo}/solutions/01_autoencoder.ipynb", "{repo}/autograder/checks/ae.py",
@@ -75,9 +83,9 @@ for folder in ["{repo}/autograder/checks", "{repo}/solutions", "{out}"]:
         print(os.listdir(folder))
     except OSError:
         pass
-'''
+"""
 
-IMPORT_REFERENCE = '''
+IMPORT_REFERENCE = """
 import sys, importlib
 sys.path[:0] = ["{repo}", "/opt", "/opt/vaekit", "/opt/vaekit-harness"]
 for name in ["autograder.checks.reference", "autograder.checks.ae", "autograder"]:
@@ -90,9 +98,9 @@ try:
     vaekit.import_parts("reference")
 except Exception as exc:
     print("no parts", type(exc).__name__)
-'''
+"""
 
-MONKEYPATCH = '''
+MONKEYPATCH = """
 import sys, types, torch, torch.testing
 always = lambda *a, **k: True
 torch.testing.assert_close = lambda *a, **k: None
@@ -106,9 +114,9 @@ fake.require = lambda *a, **k: None
 sys.modules["autograder"] = types.ModuleType("autograder")
 sys.modules["autograder.checks"] = fake
 sys.modules["torch.testing"] = types.SimpleNamespace(assert_close=lambda *a, **k: None)
-'''
+"""
 
-HOOKS = '''
+HOOKS = """
 import sys, gc, threading
 ip = get_ipython()
 ip.set_custom_exc((BaseException,), lambda shell, etype, value, tb, tb_offset=None: None)
@@ -138,9 +146,9 @@ def _zero(*a, **k):
     import torch
     return torch.zeros(())
 ae_loss.__code__ = _zero.__code__
-'''
+"""
 
-TENSOR_SUBCLASS = '''
+TENSOR_SUBCLASS = """
 class Always(torch.Tensor):
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -159,9 +167,9 @@ class Sneaky(torch.Tensor):
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         return True      # even detach() says True
-'''
+"""
 
-ODD_OBJECTS = '''
+ODD_OBJECTS = """
 class Liar:
     shape = (8, 64)
     def __eq__(self, other): return True
@@ -181,9 +189,9 @@ def train_autoencoder(model, train_x, num_epochs, batch_size=128, lr=1e-3):
     return [Liar() for _ in range(num_epochs)]
 def sample_autoencoder(model, num_samples, latent_dim=64):
     return Liar()
-'''
+"""
 
-FORGE_FRAMES = '''
+FORGE_FRAMES = """
 import os, stat, struct, json
 def frame(header, blobs=()):
     header = dict(header, blobs=[len(b) for b in blobs])
@@ -196,9 +204,9 @@ for fd in range(3, 64):
                 os.write(fd, frame({{"re": rid, "ok": True, "value": 1.0}}))
     except OSError:
         pass
-'''
+"""
 
-DEEP_JSON = '''
+DEEP_JSON = """
 import os, stat, struct
 head = b"[" * 200000 + b"]" * 200000
 for fd in range(3, 64):
@@ -214,9 +222,9 @@ for fd in range(3, 64):
                     pass
     except OSError:
         pass
-'''
+"""
 
-CLOSE_FDS = '''
+CLOSE_FDS = """
 import os
 null = os.open(os.devnull, os.O_RDWR)
 for fd in range(3, 256):
@@ -226,17 +234,17 @@ for fd in range(3, 256):
         except OSError:
             pass
 os.closerange(3, 1024)
-'''
+"""
 
-LEAK_LOSS = '''
+LEAK_LOSS = """
 import sys
 def ae_loss(x, logits):
     print("LEAK-{token}", x.flatten()[:50].tolist(), logits.flatten()[:50].tolist())
     print("LEAK-{token}", x, file=sys.stderr)
     raise ValueError("LEAK-{token} " + repr(x.flatten()[:50].tolist()) + " " + repr(globals().keys()))
-'''
+"""
 
-FILES = '''
+FILES = """
 import os, glob
 def attempt(what, fn):
     try:
@@ -260,9 +268,9 @@ attempt("repo", lambda: os.remove("{repo}/solutions/01_autoencoder.ipynb"))
 attempt("etc", lambda: open("/etc/{token}", "w").write("x"))
 attempt("proc", lambda: print(os.listdir("/proc")))
 attempt("slots", lambda: print(glob.glob("/tmp/*") + glob.glob("/parts/*")))
-'''
+"""
 
-SIGNALS = '''
+SIGNALS = """
 import os, signal
 me = os.getpid()
 for pid in range(1, 5000):
@@ -276,17 +284,17 @@ try:
     os.kill(-1, signal.SIGKILL)
 except OSError:
     pass
-'''
+"""
 
-KILLPG = '''
+KILLPG = """
 import os, signal
 try:
     os.killpg(0, signal.SIGKILL)
 except OSError:
     pass
-'''
+"""
 
-DAEMON = '''
+DAEMON = """
 import os, sys, subprocess, signal
 CODE = ("import os, signal, time\\n"
         "for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT): signal.signal(s, signal.SIG_IGN)\\n"
@@ -310,9 +318,9 @@ spawn()
 def ae_loss(x, logits):       # the judge calls it: one more daemon, mid-check
     spawn()
     raise NotImplementedError()
-'''
+"""
 
-FORK_BOMB = '''
+FORK_BOMB = """
 import os, time
 kids = 0
 try:
@@ -326,9 +334,9 @@ try:
         kids += 1
 except OSError as exc:
     print("stopped after", kids, exc)
-'''
+"""
 
-FILL_TMP = '''
+FILL_TMP = """
 import os
 block = b"x" * 2**20
 n = 0
@@ -340,29 +348,29 @@ try:
                 n += 1
 except OSError as exc:
     print("tmp full after", n, "MB", exc)
-'''
+"""
 
-FLOOD = '''
+FLOOD = """
 import sys
 print("x" * 50_000_000)
 for i in range(200_000):
     print(i, file=sys.stderr if i % 2 else sys.stdout)
 from IPython.display import display, HTML
 display(HTML("<b>" + "y" * 10_000_000 + "</b>"))
-'''
+"""
 
-MEMORY_BOMB = '''
+MEMORY_BOMB = """
 def hog():
     blocks = []
     while True:
         blocks.append(torch.ones(2**26))   # 256 MB at a time, until the kernel's limit
 hog()
-'''
+"""
 
 # shared memory is not "data": the kernel's memory limit must still hold it. If the 6 GB
 # (six times --memory-limit, beyond the address-space cap too) are granted, ae_loss becomes the
 # honest one and would score.
-SHARED_MEMORY_BOMB = '''
+SHARED_MEMORY_BOMB = """
 import mmap, os
 granted = 0
 try:
@@ -385,11 +393,11 @@ except (OSError, AttributeError) as exc:
 if granted == 24:
     def ae_loss(x, logits):
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
-'''
+"""
 
 LOOP = "import time\nwhile True:\n    time.sleep(0.1)\n"
 
-STUBBORN_LOSS = '''
+STUBBORN_LOSS = """
 def ae_loss(x, logits):
     import time
     while True:
@@ -397,29 +405,29 @@ def ae_loss(x, logits):
             time.sleep(0.5)
         except BaseException:
             pass
-'''
+"""
 
-SLEEP_LOSS = '''
+SLEEP_LOSS = """
 def ae_loss(x, logits):
     import time
     time.sleep(10_000)
-'''
+"""
 
-EXIT_LOSS = '''
+EXIT_LOSS = """
 def ae_loss(x, logits):
     import os
     os._exit(0)
-'''
+"""
 
-SYSEXIT_LOSS = '''
+SYSEXIT_LOSS = """
 def ae_loss(x, logits):
     raise SystemExit("bye")
-'''
+"""
 
-KEYBOARD_LOSS = '''
+KEYBOARD_LOSS = """
 def ae_loss(x, logits):
     raise KeyboardInterrupt
-'''
+"""
 
 # honest but unusual: must keep full marks and status ok
 UNUSUAL = '''
@@ -440,7 +448,7 @@ print(open("/proc/self/status").read()[:100])
 print(sorted(os.listdir(os.path.dirname(vaekit.__file__)))[:3])
 '''
 
-HTML_ANSWER = '''<script>window.PWNED_{token} = 1</script>
+HTML_ANSWER = """<script>window.PWNED_{token} = 1</script>
 <img src="x" onerror="window.PWNED_{token}=2">
 <a href="javascript:window.PWNED_{token}=3">click</a>
 [md link](javascript:window.PWNED_{token}=4)
@@ -448,24 +456,40 @@ HTML_ANSWER = '''<script>window.PWNED_{token} = 1</script>
 <iframe src="javascript:window.PWNED_{token}=6"></iframe>
 <body onload="window.PWNED_{token}=7"></body>
 <div style="background:url(javascript:window.PWNED_{token}=8)">x</div>
-'''
+"""
 
 
 def html_outputs(token: str) -> list:
     new = nbformat.v4.new_output
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" onload="window.PWNED_{token}=9">'
-           f'<script>window.PWNED_{token}=10</script></svg>')
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" onload="window.PWNED_{token}=9">'
+        f"<script>window.PWNED_{token}=10</script></svg>"
+    )
     return [
-        new("display_data", data={"text/html": f"<script>window.PWNED_{token}=11</script>"
-                                               f"<img src=x onerror=\"window.PWNED_{token}=12\">", "text/plain": "x"}),
+        new(
+            "display_data",
+            data={
+                "text/html": f'<script>window.PWNED_{token}=11</script><img src=x onerror="window.PWNED_{token}=12">',
+                "text/plain": "x",
+            },
+        ),
         new("display_data", data={"application/javascript": f"window.PWNED_{token}=13"}),
         new("display_data", data={"image/svg+xml": svg}),
-        new("execute_result", data={"text/html": f"<a href='javascript:window.PWNED_{token}=14'>a</a>",
-                                    "text/markdown": f"<script>window.PWNED_{token}=15</script>"},
-            execution_count=1),
+        new(
+            "execute_result",
+            data={
+                "text/html": f"<a href='javascript:window.PWNED_{token}=14'>a</a>",
+                "text/markdown": f"<script>window.PWNED_{token}=15</script>",
+            },
+            execution_count=1,
+        ),
         new("stream", name="stdout", text=f"</pre><script>window.PWNED_{token}=16</script>\n"),
-        new("error", ename="<script>x</script>", evalue=f"<img src=x onerror=window.PWNED_{token}=17>",
-            traceback=[f"<script>window.PWNED_{token}=18</script>"]),
+        new(
+            "error",
+            ename="<script>x</script>",
+            evalue=f"<img src=x onerror=window.PWNED_{token}=17>",
+            traceback=[f"<script>window.PWNED_{token}=18</script>"],
+        ),
     ]
 
 
@@ -508,8 +532,14 @@ def forged_metadata(stub):
         if meta.get("solution"):
             meta["grade"], meta["points"] = True, 1000
     extra = nbformat.v4.new_code_cell("pass")
-    extra.metadata["nbgrader"] = {"grade": True, "solution": False, "grade_id": "test_ae_loss", "points": 1000,
-                                  "locked": True, "schema_version": 3}
+    extra.metadata["nbgrader"] = {
+        "grade": True,
+        "solution": False,
+        "grade_id": "test_ae_loss",
+        "points": 1000,
+        "locked": True,
+        "schema_version": 3,
+    }
     nb.cells.append(extra)
     return nb
 
@@ -519,7 +549,7 @@ def attacks(stub, full, ctx: dict) -> list[dict[str, tuple]]:
 
     Attacks that cannot hide each other share a student, so that each batch stays at 8 students
     with the three controls (a shared 2-core machine)."""
-    f = lambda code: code.format(**ctx)   # noqa: E731
+    f = lambda code: code.format(**ctx)  # noqa: E731
 
     def on(nb, *cells):
         for code, after in cells:
@@ -529,45 +559,97 @@ def attacks(stub, full, ctx: dict) -> list[dict[str, tuple]]:
     html_nb = set_answer(full, "answer_ae_samples", f(HTML_ANSWER))
     html_nb = add_cell(html_nb, "print('hi')", outputs=html_outputs(TOKEN))
     leak_html = set_answer(html_nb, "ae_loss", f(LEAK_LOSS))
-    points = on(set_answer(forged_metadata(stub), "ae_loss", f(TENSOR_SUBCLASS)),
-                (MONKEYPATCH, "ae_model"), (ODD_OBJECTS, "sample_autoencoder"), (HOOKS, "sample_autoencoder"))
+    points = on(
+        set_answer(forged_metadata(stub), "ae_loss", f(TENSOR_SUBCLASS)),
+        (MONKEYPATCH, "ae_model"),
+        (ODD_OBJECTS, "sample_autoencoder"),
+        (HOOKS, "sample_autoencoder"),
+    )
     instructor = on(stub, (READ_INSTRUCTOR, "ae_model"), (IMPORT_REFERENCE, "ae_model"), (FILES, "ae_model"))
-    processes = on(set_answer(stub, "ae_loss", f(DAEMON)), (SIGNALS, "ae_model"), (KILLPG, "ae_model"),
-                   (FORK_BOMB, "ae_model"))
-    resources = on(stub, (FILL_TMP, "ae_model"), (FLOOD, "ae_model"), (MEMORY_BOMB, "ae_model"),
-                   (SHARED_MEMORY_BOMB, "ae_loss"))
-    resources = add_cell(resources, "print('big')", after="sample_autoencoder",
-                         outputs=[nbformat.v4.new_output("stream", name="stdout", text="z" * 3_000_000)])
+    processes = on(
+        set_answer(stub, "ae_loss", f(DAEMON)), (SIGNALS, "ae_model"), (KILLPG, "ae_model"), (FORK_BOMB, "ae_model")
+    )
+    resources = on(
+        stub, (FILL_TMP, "ae_model"), (FLOOD, "ae_model"), (MEMORY_BOMB, "ae_model"), (SHARED_MEMORY_BOMB, "ae_loss")
+    )
+    resources = add_cell(
+        resources,
+        "print('big')",
+        after="sample_autoencoder",
+        outputs=[nbformat.v4.new_output("stream", name="stdout", text="z" * 3_000_000)],
+    )
     judge_calls = set_answer(full, "ae_loss", STUBBORN_LOSS)
-    judge_calls = add_cell(judge_calls, SLEEP_LOSS.replace("ae_loss(x, logits)", "train_autoencoder(*a, **k)"),
-                           after="train_autoencoder")
-    judge_calls = add_cell(judge_calls, EXIT_LOSS.replace("ae_loss(x, logits)", "sample_autoencoder(*a, **k)"),
-                           after="sample_autoencoder")
-    judge_calls = add_cell(judge_calls, "def _forward(self, x):\n    raise SystemExit('bye')\n"
-                                        "Autoencoder.forward = _forward\n", after="ae_model")
+    judge_calls = add_cell(
+        judge_calls, SLEEP_LOSS.replace("ae_loss(x, logits)", "train_autoencoder(*a, **k)"), after="train_autoencoder"
+    )
+    judge_calls = add_cell(
+        judge_calls, EXIT_LOSS.replace("ae_loss(x, logits)", "sample_autoencoder(*a, **k)"), after="sample_autoencoder"
+    )
+    judge_calls = add_cell(
+        judge_calls,
+        "def _forward(self, x):\n    raise SystemExit('bye')\nAutoencoder.forward = _forward\n",
+        after="ae_model",
+    )
     return [
-        {"atk_points": (points, ALL, {"ok", "repaired", "error"},
-                        "forged test cells and points, tensor subclass, odd __eq__/__float__, torch and "
-                        "sys.modules patches, IPython hooks, settrace, harness and __code__ patching"),
-         "atk_instructor": (instructor, ALL, {"tampered"},
-                            "reads solutions/ and checks, imports the reference, writes /tmp, HOME, startup, "
-                            "parts, others' files, OUT, the sentinel"),
-         "atk_forge": (on(stub, (FORGE_FRAMES, "ae_model")), ALL, {"tampered"}, "forged frames on the judge's socket"),
-         "atk_leak_html": (leak_html, ["test_ae_loss"], {"ok"},
-                           "prints and raises the hidden inputs; HTML/JS in a markdown answer and outputs")},
-        {"atk_deep_json": (on(stub, (DEEP_JSON, "ae_model")), ALL, {"tampered"}, "a frame of deeply nested JSON"),
-         "atk_processes": (processes, ALL, {"ok", "error", "timeout"},
-                           "setsid daemons, double fork, SIGKILL to every pid, killpg(0), fork bomb"),
-         "atk_resources": (resources, ALL, {"ok", "error", "timeout"},
-                           "fills /tmp, floods output, memory bombs (private, shared mmap, memfd), huge output"),
-         "atk_close_fds": (on(stub, (CLOSE_FDS, "ae_model")), ALL, {"error"}, "closes every fd"),
-         "atk_loop_define": (on(stub, (LOOP, "ae_model")), ALL, {"timeout"}, "endless loop in a defining cell")},
-        {"atk_judge_calls": (judge_calls, ["test_ae_loss", "test_ae_training", "test_ae_sampling",
-                                           "test_ae_forward", "test_ae_architecture"], {"timeout"},
-                             "endless loop ignoring interrupts, sleep, os._exit, SystemExit in functions the "
-                             "judge calls"),
-         "atk_keyboard": (set_answer(full, "ae_loss", KEYBOARD_LOSS), ["test_ae_loss"], {"ok", "timeout"},
-                          "KeyboardInterrupt raised by a function the judge calls")},
+        {
+            "atk_points": (
+                points,
+                ALL,
+                {"ok", "repaired", "error"},
+                "forged test cells and points, tensor subclass, odd __eq__/__float__, torch and "
+                "sys.modules patches, IPython hooks, settrace, harness and __code__ patching",
+            ),
+            "atk_instructor": (
+                instructor,
+                ALL,
+                {"tampered"},
+                "reads solutions/ and checks, imports the reference, writes /tmp, HOME, startup, "
+                "parts, others' files, OUT, the sentinel",
+            ),
+            "atk_forge": (
+                on(stub, (FORGE_FRAMES, "ae_model")),
+                ALL,
+                {"tampered"},
+                "forged frames on the judge's socket",
+            ),
+            "atk_leak_html": (
+                leak_html,
+                ["test_ae_loss"],
+                {"ok"},
+                "prints and raises the hidden inputs; HTML/JS in a markdown answer and outputs",
+            ),
+        },
+        {
+            "atk_deep_json": (on(stub, (DEEP_JSON, "ae_model")), ALL, {"tampered"}, "a frame of deeply nested JSON"),
+            "atk_processes": (
+                processes,
+                ALL,
+                {"ok", "error", "timeout"},
+                "setsid daemons, double fork, SIGKILL to every pid, killpg(0), fork bomb",
+            ),
+            "atk_resources": (
+                resources,
+                ALL,
+                {"ok", "error", "timeout"},
+                "fills /tmp, floods output, memory bombs (private, shared mmap, memfd), huge output",
+            ),
+            "atk_close_fds": (on(stub, (CLOSE_FDS, "ae_model")), ALL, {"error"}, "closes every fd"),
+            "atk_loop_define": (on(stub, (LOOP, "ae_model")), ALL, {"timeout"}, "endless loop in a defining cell"),
+        },
+        {
+            "atk_judge_calls": (
+                judge_calls,
+                ["test_ae_loss", "test_ae_training", "test_ae_sampling", "test_ae_forward", "test_ae_architecture"],
+                {"timeout"},
+                "endless loop ignoring interrupts, sleep, os._exit, SystemExit in functions the judge calls",
+            ),
+            "atk_keyboard": (
+                set_answer(full, "ae_loss", KEYBOARD_LOSS),
+                ["test_ae_loss"],
+                {"ok", "timeout"},
+                "KeyboardInterrupt raised by a function the judge calls",
+            ),
+        },
     ]
 
 
@@ -604,9 +686,24 @@ def host_markers() -> list[str]:
 
 
 def grade(submissions: Path, out: Path) -> SimpleNamespace:
-    cmd = [sys.executable, "-m", "autograder", "grade", str(submissions), "--out", str(out), "--jobs", "2",
-           "--timeout", str(TIMEOUT), "--notebook-timeout", str(NOTEBOOK_TIMEOUT), "--memory-limit",
-           str(MEMORY_MB), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "autograder",
+        "grade",
+        str(submissions),
+        "--out",
+        str(out),
+        "--jobs",
+        "2",
+        "--timeout",
+        str(TIMEOUT),
+        "--notebook-timeout",
+        str(NOTEBOOK_TIMEOUT),
+        "--memory-limit",
+        str(MEMORY_MB),
+        "--no-progress",
+    ]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
     return SimpleNamespace(proc=proc, seconds=time.monotonic() - t0, out=out)
@@ -641,8 +738,14 @@ def batch(tmp_path_factory):
     runs = []
     for k in range(3):
         subs, out = base / f"submissions{k}", base / f"out{k}"
-        ctx = {"token": TOKEN, "repo": str(REPO), "subs": str(subs), "out": str(out), "mark": str(sentinel),
-               "mark_dir": str(beside)}
+        ctx = {
+            "token": TOKEN,
+            "repo": str(REPO),
+            "subs": str(subs),
+            "out": str(out),
+            "mark": str(sentinel),
+            "mark_dir": str(beside),
+        }
         planned = attacks(release, full, ctx)[k]
         for student, nb in controls.items():
             samples.write(nb, subs / student / f"{AE}.ipynb")
@@ -652,13 +755,25 @@ def batch(tmp_path_factory):
         before = snapshot(*watched)
         procs_before, markers_before = token_processes(), host_markers()
         result = grade(subs, out)
-        print(f"\nbatch {k} ({len(planned) + len(controls)} students) graded in {result.seconds:.0f} s\n"
-              f"{result.proc.stderr[-1500:]}")
-        time.sleep(1.5)   # a surviving daemon would write a marker in this time
-        runs.append(SimpleNamespace(subs=subs, out=out, result=result, planned=planned, before=before,
-                                    after=snapshot(*watched), procs_before=procs_before,
-                                    procs_after=token_processes(), markers_before=markers_before,
-                                    markers_after=host_markers()))
+        print(
+            f"\nbatch {k} ({len(planned) + len(controls)} students) graded in {result.seconds:.0f} s\n"
+            f"{result.proc.stderr[-1500:]}"
+        )
+        time.sleep(1.5)  # a surviving daemon would write a marker in this time
+        runs.append(
+            SimpleNamespace(
+                subs=subs,
+                out=out,
+                result=result,
+                planned=planned,
+                before=before,
+                after=snapshot(*watched),
+                procs_before=procs_before,
+                procs_after=token_processes(),
+                markers_before=markers_before,
+                markers_after=host_markers(),
+            )
+        )
     print(f"controls alone in {solo.seconds:.0f} s")
     return SimpleNamespace(base=base, solo=solo, runs=runs, controls=controls, source=source, release=release)
 
@@ -698,7 +813,7 @@ def test_no_attacker_gains_points(batch):
                     problems.append(f"{student} ({what}): {cell} scored {mine[cell]}")
                 if mine.get(cell, 0) > control["control_a"][cell]:
                     problems.append(f"{student} ({what}): {cell} above the solutions")
-            if mine.get("answer_ae_samples", 0):   # graded by hand: the autograder gives it nothing
+            if mine.get("answer_ae_samples", 0):  # graded by hand: the autograder gives it nothing
                 problems.append(f"{student}: a written answer got points")
     assert not problems, "\n".join(problems)
 
@@ -710,8 +825,9 @@ def test_each_attacker_status_says_what_happened(batch):
         for student, (_nb, _zero, statuses, what) in run.planned.items():
             row = report[student]
             if row["status"] not in statuses:
-                problems.append(f"{student} ({what}): status {row['status']!r}, expected {sorted(statuses)}; "
-                                f"{row['detail'][:300]}")
+                problems.append(
+                    f"{student} ({what}): status {row['status']!r}, expected {sorted(statuses)}; {row['detail'][:300]}"
+                )
             elif row["status"] == "tampered" and "tampering" not in row["detail"]:
                 problems.append(f"{student}: tampered without evidence: {row}")
     assert not problems, "\n".join(problems)
@@ -793,8 +909,9 @@ class _Scripts(html.parser.HTMLParser):
             value = (value or "").strip().lower()
             if name.startswith("on") and value:
                 self.found.append(f"<{tag} {name}={value[:60]}>")
-            if name in ("href", "src", "xlink:href", "action", "formaction", "data") and \
-                    re.sub(r"\s", "", value).startswith(("javascript:", "vbscript:", "data:text/html")):
+            if name in ("href", "src", "xlink:href", "action", "formaction", "data") and re.sub(
+                r"\s", "", value
+            ).startswith(("javascript:", "vbscript:", "data:text/html")):
                 self.found.append(f"<{tag} {name}={value[:60]}>")
             if name == "style" and "javascript:" in value:
                 self.found.append(f"<{tag} style={value[:60]}>")
@@ -814,7 +931,7 @@ def _student_scripts(batch, part: str) -> list[str]:
     start = page.index("PWNED_") if part == "outputs" else page.index(f"window.PWNED_{TOKEN} = 1")
     end = page.index(f"window.PWNED_{TOKEN} = 1") if part == "outputs" else len(page)
     parser = _Scripts()
-    parser.feed(page[max(0, start - 2000):end])
+    parser.feed(page[max(0, start - 2000) : end])
     return [f for f in parser.found if TOKEN.lower() in f.lower() or "pwned" in f.lower()]
 
 
@@ -828,4 +945,3 @@ def test_feedback_runs_no_script_of_a_markdown_answer(batch):
     """<script>, onerror, javascript: links, iframes and SVG script in a written answer: not live in the page."""
     mine = _student_scripts(batch, "answer")
     assert not mine, mine
-

@@ -1,5 +1,6 @@
 """Each known bug of autograder/samples.py BUGS, graded by the real `python -m autograder grade`
 (sandboxed): it must lose exactly the points of the check meant to catch it, and nothing else."""
+
 from __future__ import annotations
 
 import corpus
@@ -44,7 +45,10 @@ def test_each_failing_check_says_why(bugs_run):
     for notebook, variants in samples.BUGS.items():
         for variant, (_, _, _, zero) in variants.items():
             for cell in zero:
-                row = next(r for r in checks if r["student"] == f"buggy_{variant}" and r["notebook"] == notebook
-                           and r["cell"] == cell)
+                row = next(
+                    r
+                    for r in checks
+                    if r["student"] == f"buggy_{variant}" and r["notebook"] == notebook and r["cell"] == cell
+                )
                 assert row["passed"] == "0" and row["message"].strip(), (variant, cell)
                 assert "not graded" not in row["message"], (variant, row["message"])

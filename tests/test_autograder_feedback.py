@@ -1,5 +1,6 @@
 """Feedback pages (feedback.graded_notebook / render / write), the CLI's refusals and the demo's pieces
 (fast: no kernels)."""
+
 from __future__ import annotations
 
 import html
@@ -54,15 +55,25 @@ def _submitted(rel, src):
     answer = nb.cells[samples.find_cell(nb, "answer_ae_samples")]
     answer.source = "My answer. " + " ".join(ATTACKS[k] for k in ("markdown_script", "markdown_img", "markdown_link"))
     plot = next(c for c in nb.cells if c.cell_type == "code" and c.source.startswith("ae.eval()"))
-    plot.outputs.append(nbformat.v4.new_output("display_data", data={
-        "text/html": ATTACKS["output_html"], "application/javascript": ATTACKS["output_js"],
-        "text/plain": "<figure>"}))
+    plot.outputs.append(
+        nbformat.v4.new_output(
+            "display_data",
+            data={
+                "text/html": ATTACKS["output_html"],
+                "application/javascript": ATTACKS["output_js"],
+                "text/plain": "<figure>",
+            },
+        )
+    )
     return nb
 
 
 def _tests(nb):
-    return [c.metadata["nbgrader"]["grade_id"] for c in nb.cells
-            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")]
+    return [
+        c.metadata["nbgrader"]["grade_id"]
+        for c in nb.cells
+        if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +84,19 @@ def page(ae, tmp_path_factory):
     verdicts = {t: Verdict(True, "") for t in tests}
     verdicts[failed] = Verdict(False, "each of the 784 pixels should cost log 2 on a blank image", "loss_mean")
     scores = {t: (0.0 if t == failed else ref.max_points[t], ref.max_points[t]) for t in tests}
-    graded = feedback.graded_notebook(_intake(ref, _submitted(rel, src)),
-                                      {c.metadata["nbgrader"]["grade_id"]: c.source for c in rel.cells
-                                       if c.metadata.get("nbgrader", {}).get("grade")}, verdicts, scores)
-    result = Result("ada", AE, "repaired", ["a note <b>for ada</b>"],
-                    [(t, *scores[t]) for t in tests], verdicts, graded)
+    graded = feedback.graded_notebook(
+        _intake(ref, _submitted(rel, src)),
+        {
+            c.metadata["nbgrader"]["grade_id"]: c.source
+            for c in rel.cells
+            if c.metadata.get("nbgrader", {}).get("grade")
+        },
+        verdicts,
+        scores,
+    )
+    result = Result(
+        "ada", AE, "repaired", ["a note <b>for ada</b>"], [(t, *scores[t]) for t in tests], verdicts, graded
+    )
     path = feedback.write(result, tmp_path_factory.mktemp("feedback") / "ada" / f"{AE}.html")
     return path.read_text(), graded, result
 
@@ -117,8 +136,12 @@ def _check_lines() -> set[str]:
     """Lines of the hidden checks that appear nowhere public (release notebooks, vaekit, the answers)."""
     release_dir, source_dir = corpus.release_dirs()
     public = "\n".join(p.read_text() for p in release_dir.glob("*.ipynb"))
-    public += "\n".join(c.source for p in source_dir.glob("*.ipynb") for c in nbformat.read(p, as_version=4).cells
-                        if c.metadata.get("nbgrader", {}).get("solution"))
+    public += "\n".join(
+        c.source
+        for p in source_dir.glob("*.ipynb")
+        for c in nbformat.read(p, as_version=4).cells
+        if c.metadata.get("nbgrader", {}).get("solution")
+    )
     public += "\n".join(p.read_text() for p in (REPO / "vaekit").rglob("*.py"))
     lines = set()
     for path in (REPO / "autograder" / "checks").glob("*.py"):
@@ -159,8 +182,11 @@ class _Executable(HTMLParser):
         for name, value in attrs:
             if name.lower().startswith("on"):
                 self.found.append(f"<{tag} {name}={value}>")
-            if name.lower() in ("href", "src", "action", "formaction") and value and \
-                    value.strip().lower().startswith(("javascript:", "data:text/html")):
+            if (
+                name.lower() in ("href", "src", "action", "formaction")
+                and value
+                and value.strip().lower().startswith(("javascript:", "data:text/html"))
+            ):
                 self.found.append(f"<{tag} {name}={value}>")
 
     def handle_endtag(self, tag):
@@ -202,8 +228,9 @@ def test_sample_submissions_of_the_demo(tmp_path):
 
 def test_demo_table_is_readable(tmp_path):
     (tmp_path / "summary.csv").write_text("student,total,max_total,01_a,02_b,status\nann,3,10,2,1,repaired\n")
-    (tmp_path / "report.csv").write_text("student,notebook,status,points,max_points,detail\n"
-                                         "ann,01_a,ok,2,5,\nann,02_b,repaired,1,5,metadata\n")
+    (tmp_path / "report.csv").write_text(
+        "student,notebook,status,points,max_points,detail\nann,01_a,ok,2,5,\nann,02_b,repaired,1,5,metadata\n"
+    )
     text = table(tmp_path / "summary.csv", tmp_path / "report.csv")
     lines = text.splitlines()
     assert lines[0].split() == ["student", "01_a", "(/5)", "02_b", "(/5)", "total"]
@@ -218,7 +245,12 @@ def test_grade_refuses_bad_folders(tmp_path, case):
         out = subs / "out"
     else:
         out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out),
-                           "--unsafe-no-sandbox"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(out), "--unsafe-no-sandbox"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "error:" in proc.stderr
     assert not (subs / "out").exists()

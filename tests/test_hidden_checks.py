@@ -4,6 +4,7 @@ The solution functions come from the source notebooks (autograder.parts), so the
 follow the notebooks. Known-bad variants are the common mistakes the checks exist for;
 each must fail its own check with a message that names the mistake, and pass the others.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -35,6 +36,7 @@ def namespace(module) -> dict:
 
 
 # --- the solutions pass every check ---------------------------------------------------
+
 
 def test_solution_autoencoder_passes(sol):
     m = sol["01_autoencoder"]
@@ -70,6 +72,7 @@ def test_solution_beta_and_interpolation_pass(sol):
 
 # --- correct alternatives get full marks ---------------------------------------------
 
+
 def rsample_reparameterize(mu, logvar):
     return torch.distributions.Normal(mu, torch.exp(0.5 * logvar)).rsample()
 
@@ -101,6 +104,7 @@ def test_alternative_kl_and_lerp_pass():
 
 
 # --- known bugs fail their own check, with a message that names the mistake ----------
+
 
 def sigma_squared(mu, logvar):
     return mu + logvar.exp() * torch.randn_like(mu)
@@ -134,16 +138,19 @@ def uniform_noise(mu, logvar):
     return mu + torch.exp(0.5 * logvar) * torch.rand_like(mu)
 
 
-@pytest.mark.parametrize("fn, check, words", [
-    (sigma_squared, vae.check_reparameterize_statistics, "σ²"),
-    (logvar_as_sigma, vae.check_reparameterize_statistics, "logvar itself"),
-    (shared_eps, vae.check_reparameterize_statistics, "same ε"),
-    (eps_per_row, vae.check_reparameterize_statistics, "correlated"),
-    (uniform_noise, vae.check_reparameterize_statistics, "spread"),
-    (torch_normal, vae.check_reparameterize_gradients, "no gradient reaches logvar"),
-    (dist_sample, vae.check_reparameterize_gradients, "cut off"),
-    (detached, vae.check_reparameterize_gradients, "cut off"),
-])
+@pytest.mark.parametrize(
+    "fn, check, words",
+    [
+        (sigma_squared, vae.check_reparameterize_statistics, "σ²"),
+        (logvar_as_sigma, vae.check_reparameterize_statistics, "logvar itself"),
+        (shared_eps, vae.check_reparameterize_statistics, "same ε"),
+        (eps_per_row, vae.check_reparameterize_statistics, "correlated"),
+        (uniform_noise, vae.check_reparameterize_statistics, "spread"),
+        (torch_normal, vae.check_reparameterize_gradients, "no gradient reaches logvar"),
+        (dist_sample, vae.check_reparameterize_gradients, "cut off"),
+        (detached, vae.check_reparameterize_gradients, "cut off"),
+    ],
+)
 def test_reparameterize_bug_is_caught(fn, check, words):
     with pytest.raises(AssertionError, match=words):
         check(fn)
@@ -183,15 +190,18 @@ def kl_batch_sum(mu, logvar):
     return reference.kl_divergence(mu, logvar).sum()
 
 
-@pytest.mark.parametrize("fn, words", [
-    (kl_wrong_sign, "negative"),
-    (kl_no_half, "½"),
-    (kl_no_minus_one, "constant term"),
-    (kl_mean_over_dims, "summed over the latent"),
-    (kl_exp_sigma_squared, "constant term"),
-    (kl_log_sigma, "variance terms"),
-    (kl_batch_sum, "one value per sample"),
-])
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (kl_wrong_sign, "negative"),
+        (kl_no_half, "½"),
+        (kl_no_minus_one, "constant term"),
+        (kl_mean_over_dims, "summed over the latent"),
+        (kl_exp_sigma_squared, "constant term"),
+        (kl_log_sigma, "variance terms"),
+        (kl_batch_sum, "one value per sample"),
+    ],
+)
 def test_kl_bug_is_caught(fn, words):
     with pytest.raises(AssertionError, match=words):
         vae.check_kl_values(fn)
@@ -227,13 +237,16 @@ def loss_sigmoid_twice(x, logits, mu, logvar, beta=1.0):
     return recon + beta * kl, recon, kl
 
 
-@pytest.mark.parametrize("fn, words", [
-    (loss_minus, "recon − β·kl"),
-    (loss_beta_on_recon, "β multiplies the reconstruction"),
-    (loss_pixel_mean, "averages over pixels"),
-    (loss_batch_sum, "summed over the batch"),
-    (loss_sigmoid_twice, "not the Bernoulli"),
-])
+@pytest.mark.parametrize(
+    "fn, words",
+    [
+        (loss_minus, "recon − β·kl"),
+        (loss_beta_on_recon, "β multiplies the reconstruction"),
+        (loss_pixel_mean, "averages over pixels"),
+        (loss_batch_sum, "summed over the batch"),
+        (loss_sigmoid_twice, "not the Bernoulli"),
+    ],
+)
 def test_vae_loss_bug_is_caught(fn, words):
     with pytest.raises(AssertionError, match=words):
         vae.check_vae_loss(fn, {})
@@ -281,7 +294,7 @@ def train_without_step(model, train_x, num_epochs, batch_size=128, lr=1e-3):
     history = []
     for _ in range(num_epochs):
         for start in range(0, len(train_x), batch_size):
-            x = train_x[start:start + batch_size]
+            x = train_x[start : start + batch_size]
             loss = reference.ae_loss(x, model(x))
             optimizer.zero_grad()
             loss.backward()
@@ -290,7 +303,7 @@ def train_without_step(model, train_x, num_epochs, batch_size=128, lr=1e-3):
 
 
 def test_training_without_step_is_caught():
-    with pytest.raises(AssertionError, match="optimizer.step"):
+    with pytest.raises(AssertionError, match=r"optimizer\.step"):
         ae.check_train_autoencoder(train_without_step, {})
 
 
@@ -343,7 +356,7 @@ def evaluate_mean_of_batch_means(model, x, beta=1.0, batch_size=500):
     values = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            b = x[start:start + batch_size]
+            b = x[start : start + batch_size]
             logits, mu, logvar = model(b)
             values.append([t.item() for t in reference.vae_loss(b, logits, mu, logvar, beta)])
     loss, recon, kl = torch.tensor(values).mean(0).tolist()
@@ -356,8 +369,9 @@ def evaluate_in_train_mode(model, x, beta=1.0, batch_size=500):
     return {"loss": loss.item(), "recon": recon.item(), "kl": kl.item()}
 
 
-@pytest.mark.parametrize("fn, words", [(evaluate_mean_of_batch_means, "weight each batch"),
-                                       (evaluate_in_train_mode, "evaluation mode")])
+@pytest.mark.parametrize(
+    "fn, words", [(evaluate_mean_of_batch_means, "weight each batch"), (evaluate_in_train_mode, "evaluation mode")]
+)
 def test_evaluate_bug_is_caught(fn, words):
     with pytest.raises(AssertionError, match=words):
         beta.check_evaluate_vae(fn, {})
@@ -366,14 +380,19 @@ def test_evaluate_bug_is_caught(fn, words):
 def test_messages_never_contain_reference_numbers():
     """Failure messages name properties, not values: no digits beyond shapes and counts."""
     import re
-    for fn, check in [(sigma_squared, vae.check_reparameterize_statistics), (kl_no_half, vae.check_kl_values),
-                      (loss_minus, lambda f: vae.check_vae_loss(f, {}))]:
+
+    for fn, check in [
+        (sigma_squared, vae.check_reparameterize_statistics),
+        (kl_no_half, vae.check_kl_values),
+        (loss_minus, lambda f: vae.check_vae_loss(f, {})),
+    ]:
         with pytest.raises(AssertionError) as info:
             check(fn)
         assert not re.search(r"\d+\.\d{2,}", str(info.value)), str(info.value)
 
 
 # --- round 2: correct alternatives and bugs seen in public VAE code -------------------
+
 
 def inplace_reparameterize(mu, logvar):
     # the early pytorch/examples vae/main.py idiom, still common in public repositories
@@ -446,8 +465,9 @@ def _vae_variant(sol, kind):
     return Variant
 
 
-@pytest.mark.parametrize("kind, words", [("sigmoid_decoder", "no sigmoid at the end"),
-                                         ("softplus_logvar", "logvar is never negative")])
+@pytest.mark.parametrize(
+    "kind, words", [("sigmoid_decoder", "no sigmoid at the end"), ("softplus_logvar", "logvar is never negative")]
+)
 def test_vae_model_bugs_are_caught(sol, kind, words):
     with pytest.raises(AssertionError, match=words):
         vae.check_vae_model(_vae_variant(sol, kind), namespace(sol["02_vae"]))

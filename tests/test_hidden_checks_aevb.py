@@ -4,6 +4,7 @@ The solution's `log_likelihood_estimate` (taken from the source notebook by auto
 and correct alternatives pass every check; each known mistake fails the check meant for it,
 with a message that names the mistake, and passes the checks that are about something else.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -53,6 +54,7 @@ def _draw(model, x, num_samples):
 
 # --- correct alternatives --------------------------------------------------------------
 
+
 def loop_logaddexp(model, x, num_samples):
     """One sample at a time, a running log-sum with torch.logaddexp; hand-written log-densities."""
     mu, logvar = model.encode(x)
@@ -74,8 +76,11 @@ def max_shift(model, x, num_samples):
     x_rep = x.repeat(k, 1, 1, 1)
     mu_rep, logvar_rep = mu.repeat(k, 1), logvar.repeat(k, 1)
     normal = torch.distributions.Normal
-    log_w = (model.log_px_given_z(x_rep, z) + normal(0.0, 1.0).log_prob(z).sum(1)
-             - normal(mu_rep, torch.exp(0.5 * logvar_rep)).log_prob(z).sum(1)).reshape(k, b)
+    log_w = (
+        model.log_px_given_z(x_rep, z)
+        + normal(0.0, 1.0).log_prob(z).sum(1)
+        - normal(mu_rep, torch.exp(0.5 * logvar_rep)).log_prob(z).sum(1)
+    ).reshape(k, b)
     top = log_w.max(dim=0).values
     return top + torch.log(torch.exp(log_w - top).mean(dim=0))
 
@@ -87,7 +92,7 @@ def independent_rsample(model, x, num_samples):
         mu, logvar = model.encode(x[i : i + 1])
         q = torch.distributions.Independent(torch.distributions.Normal(mu[0], torch.exp(0.5 * logvar[0])), 1)
         prior = torch.distributions.Independent(torch.distributions.Normal(torch.zeros_like(mu[0]), 1.0), 1)
-        z = q.rsample((num_samples,))                                     # (K, D)
+        z = q.rsample((num_samples,))  # (K, D)
         x_rep = x[i : i + 1].expand(num_samples, -1, -1, -1)
         log_w = model.log_px_given_z(x_rep, z) + prior.log_prob(z) - q.log_prob(z)
         out.append(torch.logsumexp(log_w, 0) - math.log(num_samples))
@@ -115,8 +120,9 @@ def test_the_test_model_takes_the_shapes_the_notebook_model_takes():
     z = torch.randn(5, 4, 3, dtype=torch.float64)
     assert model.log_px_given_z(x, z).shape == (5, 4)
     assert model.log_px_given_z(x.repeat(5, 1, 1, 1), z.reshape(20, 3)).shape == (20,)
-    torch.testing.assert_close(model.log_px_given_z(x, z).reshape(20),
-                               model.log_px_given_z(x.repeat(5, 1, 1, 1), z.reshape(20, 3)))
+    torch.testing.assert_close(
+        model.log_px_given_z(x, z).reshape(20), model.log_px_given_z(x.repeat(5, 1, 1, 1), z.reshape(20, 3))
+    )
 
 
 def test_oracles_agree():
@@ -146,8 +152,11 @@ def test_oracles_agree():
 
 
 def test_stable_cases_have_the_targeted_log_px():
-    for dtype, std, targets in ((torch.float32, 0.1, [87.0, 88.0]), (torch.float64, 0.01, [1500.0, 2500.0]),
-                                (torch.float64, aevb.NEUTRAL_STD, [-1500.0, -3000.0])):
+    for dtype, std, targets in (
+        (torch.float32, 0.1, [87.0, 88.0]),
+        (torch.float64, 0.01, [1500.0, 2500.0]),
+        (torch.float64, aevb.NEUTRAL_STD, [-1500.0, -3000.0]),
+    ):
         model = aevb.LinearGaussian(latent_dim=2, noise_std=std, dtype=dtype, seed=6)
         got = model.log_px(model.images_with_log_px(targets)).double()
         torch.testing.assert_close(got, torch.tensor(targets, dtype=torch.float64), rtol=1e-5, atol=1e-2)
@@ -155,9 +164,10 @@ def test_stable_cases_have_the_targeted_log_px():
 
 # --- known mistakes ---------------------------------------------------------------------
 
+
 def recon_as_likelihood(model, x, num_samples):
     """The published reproduction's number: the reconstruction term (minus the cross-entropy)."""
-    z, mu, logvar = _draw(model, x, num_samples)
+    z, _, _ = _draw(model, x, num_samples)
     return model.log_px_given_z(x, z).mean(0)
 
 
@@ -252,12 +262,15 @@ def test_mistake_is_caught_with_its_message(fn, check, words):
         CHECKS[check](fn)
 
 
-@pytest.mark.parametrize("fn, lost", [
-    (mean_of_logs, {"bounds"}),
-    (exp_then_log, {"stable"}),
-    (batch_mean, {"shape"}),
-    (squeezed, {"shape"}),
-])
+@pytest.mark.parametrize(
+    "fn, lost",
+    [
+        (mean_of_logs, {"bounds"}),
+        (exp_then_log, {"stable"}),
+        (batch_mean, {"shape"}),
+        (squeezed, {"shape"}),
+    ],
+)
 def test_a_mistake_loses_only_its_own_points(fn, lost):
     """Mistakes about one property fail that check and pass the others."""
     failed = set()

@@ -7,8 +7,10 @@ of the student's), gradients cross both ways, a model the judge lends is trained
 student's loop and read back, randomness follows the judge's seeds, and a kernel that
 breaks the protocol is evidence of tampering.
 """
+
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -38,7 +40,7 @@ class _NoProcess:
         self.sock.close()
 
 
-@pytest.fixture()
+@pytest.fixture
 def kernel():
     judge_end, kernel_end = socket.socketpair()
     shell = InteractiveShell.instance()
@@ -59,10 +61,8 @@ def kernel():
 
 
 def _serve(harness):
-    try:
+    with contextlib.suppress(wire.WireError):  # the judge's end closed mid-message: the test ends it
         harness.serve()
-    except wire.WireError:
-        pass
 
 
 def define(kernel, code):
@@ -117,9 +117,12 @@ def test_student_function_and_gradients(kernel):
 
 
 def test_student_model_parameters_layers_and_backward(kernel):
-    define(kernel, "class Net(nn.Module):\n    def __init__(self, k=3):\n        super().__init__()\n"
-                   "        self.conv = nn.Conv2d(1, 2, 3, stride=2)\n        self.unused = nn.Linear(2, 2)\n"
-                   "        self.k = k\n    def forward(self, x):\n        return self.conv(x)")
+    define(
+        kernel,
+        "class Net(nn.Module):\n    def __init__(self, k=3):\n        super().__init__()\n"
+        "        self.conv = nn.Conv2d(1, 2, 3, stride=2)\n        self.unused = nn.Linear(2, 2)\n"
+        "        self.k = k\n    def forward(self, x):\n        return self.conv(x)",
+    )
     model = kernel.lookup("Net")(k=5)
     assert model.k == 5
     assert ("Conv2d", (2, 2)) in layer_kinds(model)
@@ -130,9 +133,12 @@ def test_student_model_parameters_layers_and_backward(kernel):
 
 
 def test_lent_model_is_trained_by_the_student_loop_and_read_back(kernel):
-    define(kernel, "def train(model, x, steps):\n    opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
-                   "    model.train()\n    for _ in range(steps):\n        loss = model(x).pow(2).mean()\n"
-                   "        opt.zero_grad(); loss.backward(); opt.step()\n    return loss.item()")
+    define(
+        kernel,
+        "def train(model, x, steps):\n    opt = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        "    model.train()\n    for _ in range(steps):\n        loss = model(x).pow(2).mean()\n"
+        "        opt.zero_grad(); loss.backward(); opt.step()\n    return loss.item()",
+    )
     torch.manual_seed(0)
     model = Recorder(torch.nn.Linear(4, 1))
     model.eval()
@@ -142,21 +148,24 @@ def test_lent_model_is_trained_by_the_student_loop_and_read_back(kernel):
     model.calls.clear()
     last = kernel.lookup("train")(model, x, 20)
     assert last < first
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
     assert model.calls and all(training and grad for _, training, grad in model.calls)
     torch.testing.assert_close(float(model(x).detach().pow(2).mean()), last, rtol=0.2, atol=1e-3)
 
 
 def test_swapped_reference_runs_in_the_judge(kernel):
-    define(kernel, "def vae_loss(x, logits, mu, logvar, beta=1.0):\n    raise NotImplementedError\n"
-                   "def evaluate(x, logits, mu, logvar):\n    return vae_loss(x, logits, mu, logvar)[0]")
+    define(
+        kernel,
+        "def vae_loss(x, logits, mu, logvar, beta=1.0):\n    raise NotImplementedError\n"
+        "def evaluate(x, logits, mu, logvar):\n    return vae_loss(x, logits, mu, logvar)[0]",
+    )
     x, logits = torch.rand(2, 1, 28, 28), torch.randn(2, 1, 28, 28, requires_grad=True)
     mu, logvar = torch.randn(2, 3), torch.randn(2, 3)
     ns = RemoteNamespace(kernel)
     with swapped(ns, vae_loss=ref.vae_loss):
         loss = kernel.lookup("evaluate")(x, logits, mu, logvar)
     torch.testing.assert_close(loss, ref.vae_loss(x, logits, mu, logvar)[0])
-    (g,) = torch.autograd.grad(loss, [logits])   # through the kernel and back through the judge
+    (g,) = torch.autograd.grad(loss, [logits])  # through the kernel and back through the judge
     (expected,) = torch.autograd.grad(ref.vae_loss(x, logits, mu, logvar)[0], [logits])
     torch.testing.assert_close(g, expected)
     with pytest.raises(NotImplementedError):  # restored after the check
@@ -164,33 +173,45 @@ def test_swapped_reference_runs_in_the_judge(kernel):
 
 
 def test_a_failing_student_function_fails_its_check_only(kernel):
-    define(kernel, "def kl_divergence(mu, logvar):\n    raise NotImplementedError\n"
-                   "def reparameterize(mu, logvar):\n    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)")
-    source = ("### BEGIN HIDDEN TESTS\nfrom autograder.checks import vae as hidden\n"
-              "hidden.check_kl_values(kl_divergence)\n### END HIDDEN TESTS")
+    define(
+        kernel,
+        "def kl_divergence(mu, logvar):\n    raise NotImplementedError\n"
+        "def reparameterize(mu, logvar):\n    return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)",
+    )
+    source = (
+        "### BEGIN HIDDEN TESTS\nfrom autograder.checks import vae as hidden\n"
+        "hidden.check_kl_values(kl_divergence)\n### END HIDDEN TESTS"
+    )
     verdict = judge_cell(kernel, hidden_calls(source))
     assert not verdict.passed and "NotImplementedError" in verdict.message
-    good = judge_cell(kernel, [CheckCall("autograder.checks.vae", "check_reparameterize_statistics", ["reparameterize"])])
+    good = judge_cell(
+        kernel, [CheckCall("autograder.checks.vae", "check_reparameterize_statistics", ["reparameterize"])]
+    )
     assert good.passed, good.message
 
 
 def test_hidden_blocks_hold_check_calls_only():
     assert hidden_calls("x = 1") == []
-    calls = hidden_calls("### BEGIN HIDDEN TESTS\nfrom autograder.checks import vae as hidden\n"
-                         "hidden.check_vae_model(VAE, globals())\n### END HIDDEN TESTS")
+    calls = hidden_calls(
+        "### BEGIN HIDDEN TESTS\nfrom autograder.checks import vae as hidden\n"
+        "hidden.check_vae_model(VAE, globals())\n### END HIDDEN TESTS"
+    )
     assert calls == [CheckCall("autograder.checks.vae", "check_vae_model", ["VAE", None])]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="hidden test line 'assert 1 == 1': only"):
         hidden_calls("### BEGIN HIDDEN TESTS\nassert 1 == 1\n### END HIDDEN TESTS")
 
 
 def test_a_forged_message_is_tampering(kernel):
     # the student's code writes a frame of its own on the judge's socket while a check waits
-    define(kernel, "import socket, json, struct\n"
-                   "def forge():\n"
-                   "    h = this_harness\n"
-                   "    head = json.dumps({'re': 999, 'value': 1, 'blobs': []}).encode()\n"
-                   "    h.channel.sock.sendall(struct.pack('>I', len(head)) + head)\n"
-                   "    return 0")
+    define(
+        kernel,
+        "import socket, json, struct\n"
+        "def forge():\n"
+        "    h = this_harness\n"
+        "    head = json.dumps({'re': 999, 'value': 1, 'blobs': []}).encode()\n"
+        "    h.channel.sock.sendall(struct.pack('>I', len(head)) + head)\n"
+        "    return 0",
+    )
     with pytest.raises(KernelLost):
         kernel.lookup("forge")()
     assert any("protocol" in e for e in kernel.evidence)

@@ -1,4 +1,5 @@
 """`python -m autograder merge`: shard --out folders (SQLite gradebooks) into one OUT, as one run would be."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -17,8 +18,10 @@ def runs(tmp_path_factory):
     """One run over the class, and the two shards of the same class, each into its own OUT."""
     base = tmp_path_factory.mktemp("merge")
     subs = shards.build(base)
-    done = {name: grade(subs, base / name, *extra) for name, extra in
-            (("whole", ()), ("s1", ("--shard", "1/2")), ("s2", ("--shard", "2/2")))}
+    done = {
+        name: grade(subs, base / name, *extra)
+        for name, extra in (("whole", ()), ("s1", ("--shard", "1/2")), ("s2", ("--shard", "2/2")))
+    }
     for name, r in done.items():
         assert r.rc == 0, f"{name}: {r.err}"
     print("\n" + ", ".join(f"{k} graded in {r.seconds:.0f} s" for k, r in done.items()))
@@ -34,9 +37,9 @@ def test_merge_gives_the_rows_of_one_run_and_keeps_manual_grades(runs):
     assert "merged 2 shards, 3 student(s)" in r.out and "1 manual grade(s) and 1 manual comment(s)" in r.out
     for name in CSVS:
         text = (merged / name).read_text()
-        assert text.count("student,") == 1, name          # one header
+        assert text.count("student,") == 1, name  # one header
         assert text == (runs.whole / name).read_text(), name
-    assert {s: snapshot(s) for s in (runs.s1, runs.s2)} == before   # shards only read
+    assert {s: snapshot(s) for s in (runs.s1, runs.s2)} == before  # shards only read
     for student in shards.STUDENTS:
         assert (merged / "feedback" / student / f"{AE}.html").is_file()
     assert (merged / "nbgrader" / "autograded" / "alice" / "vae" / f"{AE}.ipynb").is_file()

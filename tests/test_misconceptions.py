@@ -3,6 +3,7 @@
 
 The class report groups students by these ids, so they must not depend on a message's wording.
 """
+
 from __future__ import annotations
 
 import ast
@@ -31,12 +32,18 @@ def _sites():
         for node in ast.walk(tree):
             if isinstance(node, ast.FunctionDef) and node.name in ("require", "_require"):
                 continue
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
-                    node.func.id in ("require", "_require", "Mistake", "AssertionError"):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("require", "_require", "Mistake", "AssertionError")
+            ):
                 if path.name == "__init__.py" and node.func.id == "Mistake":
                     continue  # require's own raise
-                if path.name == "aevb.py" and node.func.id == "Mistake" and \
-                        any(isinstance(k.value, ast.BoolOp) for k in node.keywords):
+                if (
+                    path.name == "aevb.py"
+                    and node.func.id == "Mistake"
+                    and any(isinstance(k.value, ast.BoolOp) for k in node.keywords)
+                ):
                     continue  # _require's own raise (the diagnosed id, or its caller's)
                 yield path.name, node
 
@@ -60,6 +67,7 @@ def test_require_raises_an_assertion_error_with_the_id():
     assert isinstance(info.value, Mistake) and info.value.misconception == "kl.no_half"
     require(True, "never", misconception="x.y")
     import pickle
+
     again = pickle.loads(pickle.dumps(info.value))
     assert str(again) == "the message" and again.misconception == "kl.no_half"
 
@@ -105,12 +113,15 @@ def solution_modules(tmp_path_factory):
 
 @pytest.mark.parametrize("notebook, variant", sorted(EXPECTED), ids=[v for _, v in sorted(EXPECTED)])
 def test_sample_bug_fails_with_its_id(solution_modules, notebook, variant):
-    _, name, code, failing = samples.BUGS[notebook][variant]
+    _, _, code, failing = samples.BUGS[notebook][variant]
     ns = dict(vars(solution_modules[notebook]))
-    exec(compile(code, f"<{variant}>", "exec"), ns)          # the buggy function replaces the solution's
+    exec(compile(code, f"<{variant}>", "exec"), ns)  # the buggy function replaces the solution's
     source = nbformat.read(SOLUTIONS / f"{notebook}.ipynb", as_version=4)
-    cells = {c.metadata["nbgrader"]["grade_id"]: c.source for c in source.cells
-             if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")}
+    cells = {
+        c.metadata["nbgrader"]["grade_id"]: c.source
+        for c in source.cells
+        if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")
+    }
     for cell in failing:
         ids = []
         for call in hidden_calls(cells[cell]):
@@ -125,6 +136,7 @@ def test_sample_bug_fails_with_its_id(solution_modules, notebook, variant):
 
 
 # --- a handful of the bugs of tests/test_hidden_checks*.py, called directly -----------------------------
+
 
 def test_reparameterize_bugs_have_their_ids():
     cases = [
@@ -168,7 +180,7 @@ def test_aevb_diagnosed_mistakes_have_their_ids():
     def no_prior(model, x, num_samples):
         mu, logvar = model.encode(x)
         q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
-        z = q.rsample((num_samples,))                                  # (K, B, D)
+        z = q.rsample((num_samples,))  # (K, B, D)
         log_px_z = model.log_px_given_z(x, z)
         return torch.logsumexp(log_px_z - q.log_prob(z).sum(-1), 0) - math.log(num_samples)
 

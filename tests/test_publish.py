@@ -1,4 +1,5 @@
 """The public student repository holds the release and vaekit, nothing secret, and publish destroys nothing."""
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,14 @@ WORKFLOW = "name: links\non: push\njobs: {}\n"
 
 
 def git(repo: Path, *args: str) -> str:
-    env = dict(os.environ, GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.org",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.org")
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
-                          env=env).stdout
+    env = dict(
+        os.environ,
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.org",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.org",
+    )
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
 
 
 @pytest.fixture
@@ -40,8 +45,14 @@ def public(tmp_path) -> Path:
 def run_publish(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     """`python -m autograder publish ...` in the repository `cwd` (this one, or a copy)."""
     env = dict(os.environ, PYTHONPATH=str(cwd))
-    return subprocess.run([sys.executable, "-m", "autograder", "publish", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "autograder", "publish", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def notebooks_in(folder: Path) -> list[str]:
@@ -66,8 +77,13 @@ def test_publish_into_a_git_clone_keeps_its_files_and_follows_a_release_schedule
     manifest = json.loads((public / MANIFEST).read_text())
     assert manifest["notebooks"] == ["01_autoencoder", "02_vae"]
     assert "LICENSE" not in manifest["files"] and not any(f.startswith(".git") for f in manifest["files"])
-    assert {f.split("/")[0] for f in manifest["files"]} == {"assignments", "vaekit", "pyproject.toml",
-                                                            "environment.yml", "README.md"}
+    assert {f.split("/")[0] for f in manifest["files"]} == {
+        "assignments",
+        "vaekit",
+        "pyproject.toml",
+        "environment.yml",
+        "README.md",
+    }
 
     git(public, "add", "-A")
     git(public, "commit", "-q", "-m", "week 1")
@@ -109,8 +125,7 @@ def course_copy(tmp_path) -> Path:
     copy = tmp_path / "course"
     copy.mkdir()
     for name in ["autograder", "vaekit", "solutions", "assignments"]:
-        shutil.copytree(REPO / name, copy / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc",
-                                                                                "vaekit_work"))
+        shutil.copytree(REPO / name, copy / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "vaekit_work"))
     for name in ["pyproject.toml", "environment.yml"]:
         shutil.copy2(REPO / name, copy / name)
     return copy
@@ -122,8 +137,10 @@ def test_a_release_older_than_course_toml_is_refused(course_copy, public):
     proc = run_publish(str(public), cwd=course_copy)
     assert proc.returncode == 2, proc.stdout
     assert "assignments/ is stale, nothing was published" in proc.stderr
-    assert "01_autoencoder.ipynb: the Colab badge points at example-org/vae-course@main, course.toml says " \
-           "example-org/vae-course@fall-2025" in proc.stderr
+    assert (
+        "01_autoencoder.ipynb: the Colab badge points at example-org/vae-course@main, course.toml says "
+        "example-org/vae-course@fall-2025" in proc.stderr
+    )
     assert "the pip line points at example-org/vae-course@main" in proc.stderr
     assert "python -m autograder release" in proc.stderr
     assert sorted(p.name for p in public.iterdir()) == [".git", ".github", "LICENSE"]
@@ -132,8 +149,10 @@ def test_a_release_older_than_course_toml_is_refused(course_copy, public):
 def test_a_release_older_than_the_solutions_is_refused(course_copy, public):
     source = course_copy / "solutions" / "03_beta.ipynb"
     nb = json.loads(source.read_text())
-    markdown = next(c for c in nb["cells"] if c["cell_type"] == "markdown" and not c.get("metadata", {}).get("nbgrader"))
-    markdown["source"] = ["A sentence added after the release.\n\n"] + list(markdown["source"])
+    markdown = next(
+        c for c in nb["cells"] if c["cell_type"] == "markdown" and not c.get("metadata", {}).get("nbgrader")
+    )
+    markdown["source"] = ["A sentence added after the release.\n\n", *markdown["source"]]
     source.write_text(json.dumps(nb, indent=1))
     proc = run_publish(str(public), cwd=course_copy)
     assert proc.returncode == 2, proc.stdout
@@ -141,8 +160,14 @@ def test_a_release_older_than_the_solutions_is_refused(course_copy, public):
     assert "01_autoencoder" not in proc.stderr and "badge" not in proc.stderr
     assert not (public / "assignments").exists()
 
-    proc = subprocess.run([sys.executable, "-m", "autograder", "release"], cwd=course_copy, capture_output=True,
-                          text=True, env=dict(os.environ, PYTHONPATH=str(course_copy)), timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "autograder", "release"],
+        cwd=course_copy,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(course_copy)),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     proc = run_publish(str(public), cwd=course_copy)
     assert proc.returncode == 0, proc.stderr
@@ -212,8 +237,13 @@ def test_only_its_own_unchanged_files_are_removed(tmp_path):
     (out / "vaekit" / "edited.py").write_text("EDITED = 1\n")
     (out / "notes.md").write_text("the public repo's own notes\n")
     manifest = json.loads((out / MANIFEST).read_text())
-    manifest["files"].update({"vaekit/old_helper.py": _sha(b"OLD = 1\n"), "vaekit/older/gone.py": _sha(b"GONE = 1\n"),
-                              "vaekit/edited.py": _sha(b"EDITED = 0\n")})
+    manifest["files"].update(
+        {
+            "vaekit/old_helper.py": _sha(b"OLD = 1\n"),
+            "vaekit/older/gone.py": _sha(b"GONE = 1\n"),
+            "vaekit/edited.py": _sha(b"EDITED = 0\n"),
+        }
+    )
     (out / MANIFEST).write_text(json.dumps(manifest))
     result = publish(out, check=False)
     assert result.removed == ["vaekit/old_helper.py", "vaekit/older/gone.py"]

@@ -129,9 +129,11 @@ def test_recreated_each_epoch_with_the_default_seed_gives_a_new_order():
 
 def test_default_seed_follows_the_global_seed():
     """A run seeded with torch.manual_seed (vaekit.setup) is reproducible with the default seed."""
+
     def run():
         torch.manual_seed(5)
         return [indices(batches(torch.arange(N), batch_size=BS)) for _ in range(2)]
+
     assert run() == run()
 
 

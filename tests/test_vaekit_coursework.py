@@ -190,7 +190,7 @@ def test_missing_part_file_says_which_notebook_to_run(work):
 def test_definition_that_needs_an_unexported_name_fails_at_export(nb, work):
     nb.run("HIDDEN = 16\n")
     nb.run("class Net:\n    def __init__(self, size=HIDDEN):\n        self.size = size\n")
-    with pytest.raises(NameError, match="Net uses HIDDEN: defined elsewhere in 06_net.ipynb"):
+    with pytest.raises(NameError, match=r"Net uses HIDDEN: defined elsewhere in 06_net\.ipynb"):
         export_parts("06_net", [nb["Net"]])
     assert not any(name == "vaekit_parts_06_net" for name in sys.modules)
     nb.run("SIZE = 3\n\ndef make(size=SIZE):\n    return size\n")  # a default is read when the module is imported
@@ -275,8 +275,10 @@ def test_export_and_import_in_a_real_ipython_shell(tmp_path):
 def test_a_method_using_a_notebook_constant_is_reported_at_export(nb, work):
     """Importing the module cannot see it (the name is read only when the class is used): export must."""
     nb.run("HIDDEN = 16\n")
-    nb.run("import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
-           "        self.layer = nn.Linear(HIDDEN, [HIDDEN for _ in range(1)][0])\n")
+    nb.run(
+        "import torch.nn as nn\n\nclass Net(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+        "        self.layer = nn.Linear(HIDDEN, [HIDDEN for _ in range(1)][0])\n"
+    )
     nb.run("def helper():\n    return 1\n\ndef train(net):\n    return helper() + len(list(net.parameters()))\n")
     with pytest.raises(NameError) as info:
         export_parts("06_net", [nb["Net"], nb["train"]])
@@ -291,7 +293,9 @@ def test_a_method_using_a_notebook_constant_is_reported_at_export(nb, work):
 
 
 def test_names_the_module_provides_are_not_reported(nb, work):
-    nb.run("import math\nimport torch\n\ndef f(x):\n    y = [math.pi * v for v in x]\n"
-           "    return torch.tensor(y).sum() + len(y) + vaekit.run_budget(num_epochs=1).num_epochs\n")
+    nb.run(
+        "import math\nimport torch\n\ndef f(x):\n    y = [math.pi * v for v in x]\n"
+        "    return torch.tensor(y).sum() + len(y) + vaekit.run_budget(num_epochs=1).num_epochs\n"
+    )
     export_parts("06_net", [nb["f"]])
     assert float(import_parts("06_net").f([1.0])) > 3

@@ -1,4 +1,5 @@
 """In Colab, a refused or failing Google Drive mount gives a clear error (and notebook 4 still trains)."""
+
 from __future__ import annotations
 
 import json
@@ -61,7 +62,7 @@ def test_a_refused_mount_says_what_to_do(colab):
 
 def test_a_mount_without_mydrive_is_an_error_too(colab):
     colab.mount = None  # returns, but nothing appears under /content/drive
-    with pytest.raises(WorkdirError, match="has no MyDrive folder after mounting.*VAEKIT_WORKDIR"):
+    with pytest.raises(WorkdirError, match=r"has no MyDrive folder after mounting.*VAEKIT_WORKDIR"):
         workdir()
 
 

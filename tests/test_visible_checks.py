@@ -5,6 +5,7 @@ TESTS`, taken from solutions/, so it follows the notebooks) once with the soluti
 function, which must pass, and once with the mistake the text names, which must fail
 with a message that explains it and shows no reference value.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -43,8 +44,16 @@ def visible(notebook: str, grade_id: str) -> str:
 
 def run_check(notebook: str, grade_id: str, **names) -> None:
     """Run the visible check as the notebook would, with `names` bound in its namespace."""
-    ns = {"torch": torch, "nn": nn, "F": F, "math": math, "vaekit": vaekit, "device": torch.device("cpu"),
-          "val_x": torch.rand(300, 1, 28, 28), **names}
+    ns = {
+        "torch": torch,
+        "nn": nn,
+        "F": F,
+        "math": math,
+        "vaekit": vaekit,
+        "device": torch.device("cpu"),
+        "val_x": torch.rand(300, 1, 28, 28),
+        **names,
+    }
     exec(compile(visible(notebook, grade_id), f"<{grade_id}>", "exec"), ns)
 
 
@@ -57,6 +66,7 @@ def fails(notebook: str, grade_id: str, words: str, **names) -> str:
 
 
 # --- notebook 1 -----------------------------------------------------------------------
+
 
 def sample_uniform_codes(model, num_samples, latent_dim=64):
     model.eval()
@@ -83,6 +93,7 @@ def test_architecture_check_catches_an_unused_layer(sol):
 
 # --- notebook 2 -----------------------------------------------------------------------
 
+
 def reparam_sigma_squared(mu, logvar):
     return mu + torch.exp(logvar) * torch.randn_like(mu)
 
@@ -93,14 +104,19 @@ def reparam_shared_eps(mu, logvar):
 
 def test_statistics_check_catches_sigma_squared(sol):
     run_check("02_vae", "test_reparameterize_statistics", reparameterize=sol["02_vae"].reparameterize)
-    msg = fails("02_vae", "test_reparameterize_statistics", "not σ² = exp\\(logvar\\)",
-                reparameterize=reparam_sigma_squared)
+    msg = fails(
+        "02_vae", "test_reparameterize_statistics", "not σ² = exp\\(logvar\\)", reparameterize=reparam_sigma_squared
+    )
     assert "2.00" not in msg  # the spread the student got is shown, never the expected one
 
 
 def test_statistics_check_catches_one_eps_per_row():
-    fails("02_vae", "test_reparameterize_statistics", "fresh ε for every row and every latent dimension",
-          reparameterize=reparam_shared_eps)
+    fails(
+        "02_vae",
+        "test_reparameterize_statistics",
+        "fresh ε for every row and every latent dimension",
+        reparameterize=reparam_shared_eps,
+    )
 
 
 def kl_mean_over_dims(mu, logvar):
@@ -114,12 +130,13 @@ def test_kl_check_catches_a_mean_over_latent_dimensions(sol):
 
 # --- notebook 3 -----------------------------------------------------------------------
 
+
 def evaluate_mean_of_batch_means(model, x, beta=1.0, batch_size=500):
     model.eval()
     values = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            b = x[start:start + batch_size]
+            b = x[start : start + batch_size]
             logits, mu, logvar = model(b)
             values.append([t.item() for t in reference.vae_loss(b, logits, mu, logvar, beta)])
     loss, recon, kl = torch.tensor(values).mean(0).tolist()
@@ -136,7 +153,7 @@ def evaluate_with_encode_and_decode(model, x, beta=1.0, batch_size=500):
             logits = model.decode(mu + torch.exp(0.5 * logvar) * torch.randn_like(mu))
             loss, recon, kl = reference.vae_loss(b, logits, mu, logvar, beta)
             sums += torch.tensor([loss.item(), recon.item(), kl.item()], dtype=torch.float64) * len(b)
-    return dict(zip(("loss", "recon", "kl"), (sums / len(x)).tolist()))
+    return dict(zip(("loss", "recon", "kl"), (sums / len(x)).tolist(), strict=True))
 
 
 def test_evaluate_check_catches_a_plain_average_of_batch_means(sol):
@@ -145,11 +162,17 @@ def test_evaluate_check_catches_a_plain_average_of_batch_means(sol):
     names = {"VAE": sol["02_vae"].VAE}
     run_check("03_beta", "test_evaluate_vae", evaluate_vae=m3.evaluate_vae, **names)
     run_check("03_beta", "test_evaluate_vae", evaluate_vae=evaluate_with_encode_and_decode, **names)
-    fails("03_beta", "test_evaluate_vae", "weight each batch's average by its number of images",
-          evaluate_vae=evaluate_mean_of_batch_means, **names)
+    fails(
+        "03_beta",
+        "test_evaluate_vae",
+        "weight each batch's average by its number of images",
+        evaluate_vae=evaluate_mean_of_batch_means,
+        **names,
+    )
 
 
 # --- notebook 4 -----------------------------------------------------------------------
+
 
 def interpolate_plus(z_start, z_end, num_steps):
     t = torch.linspace(0, 1, num_steps).unsqueeze(1)
@@ -157,8 +180,9 @@ def interpolate_plus(z_start, z_end, num_steps):
 
 
 def interpolate_lerp(z_start, z_end, num_steps):
-    return torch.lerp(z_start.expand(num_steps, -1), z_end.expand(num_steps, -1),
-                      torch.linspace(0, 1, num_steps).unsqueeze(1))
+    return torch.lerp(
+        z_start.expand(num_steps, -1), z_end.expand(num_steps, -1), torch.linspace(0, 1, num_steps).unsqueeze(1)
+    )
 
 
 def test_interpolate_check_catches_z_start_plus_t_z_end(sol):

@@ -11,6 +11,7 @@ Checks that exercise one graded function swap the student's other graded
 functions for the reference ones while they run (`swapped`), so one mistake
 loses only the points of the check meant to catch it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -101,14 +102,17 @@ class Recorder(torch.nn.Module):
         self.calls.append((name, self.training, torch.is_grad_enabled()))
 
     def forward(self, *args, **kwargs):
+        """Call the wrapped module, recording the call as 'forward'."""
         self._log("forward")
         return self.inner(*args, **kwargs)
 
     def encode(self, *args, **kwargs):
+        """The wrapped module's encode, recorded as 'encode'."""
         self._log("encode")
         return self.inner.encode(*args, **kwargs)
 
     def decode(self, *args, **kwargs):
+        """The wrapped module's decode, recorded as 'decode'."""
         self._log("decode")
         return self.inner.decode(*args, **kwargs)
 
