@@ -7,8 +7,10 @@ If the server stops answering, it is killed (with the kernel it was serving: onl
 runs per slot at a time) and started again for the next notebook; if it cannot start,
 the slot falls back to cold sandboxes and says so.
 """
+
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -28,14 +30,16 @@ class ZygoteError(OSError):
 class WarmKernel:
     """A kernel forked by a zygote: the judge's channel, and control through the zygote."""
 
-    def __init__(self, slot: "WarmSlot", pid: int, channel: wire.Channel):
+    def __init__(self, slot: WarmSlot, pid: int, channel: wire.Channel):
         self.slot, self.pid, self.channel = slot, pid, channel
         self.closed = False
 
     def interrupt(self) -> None:
+        """SIGINT to the kernel, through its server (KeyboardInterrupt in the student's code)."""
         self.slot.request({"op": "signal", "pid": self.pid, "sig": int(signal.SIGINT)}, fail_ok=True)
 
     def kill(self) -> None:
+        """End the kernel and its namespace; stop the server too if it does not answer."""
         if self.closed:
             return
         self.closed = True
@@ -46,12 +50,11 @@ class WarmKernel:
             self.slot.stop()  # the server is not answering: it goes, with whatever it was serving
 
     def close(self, timeout: float = 5) -> None:
+        """Ask the kernel to exit, then make sure it is gone."""
         if self.closed:
             return
-        try:
+        with contextlib.suppress(wire.WireError):
             self.channel.send({"op": "bye", "id": 0}, deadline=time.monotonic() + 1)
-        except wire.WireError:
-            pass
         self.kill()
 
 
@@ -63,15 +66,24 @@ class WarmSlot:
         self.box: Sandbox | None = None
         self.control: socket.socket | None = None
         self._buffer = b""
-        self.forks = 0        # kernels forked
-        self.failures = 0     # kernels that had to start cold instead
+        self.forks = 0  # kernels forked
+        self.failures = 0  # kernels that had to start cold instead
 
     def start(self, timeout: float = 180) -> None:
+        """Start the slot's server in its sandbox and wait until it has imported everything."""
         judge_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         os.set_inheritable(zygote_end.fileno(), True)
         try:
-            self.box = Sandbox.launch(self.mounts, self.limits, self.log, ["-m", "_vaekit_zygote"], zygote_end,
-                                      slot=self.slot, unsafe=self.unsafe, nested_namespaces=True)
+            self.box = Sandbox.launch(
+                self.mounts,
+                self.limits,
+                self.log,
+                ["-m", "_vaekit_zygote"],
+                zygote_end,
+                slot=self.slot,
+                unsafe=self.unsafe,
+                nested_namespaces=True,
+            )
         finally:
             zygote_end.close()
         self.control = judge_end
@@ -103,6 +115,7 @@ class WarmSlot:
         return reply if isinstance(reply, dict) else None
 
     def request(self, message: dict, fd: int | None = None, timeout: float = 15, fail_ok: bool = False) -> dict | None:
+        """Send one control message (with a file descriptor attached, for `fork`); None on failure if fail_ok."""
         if self.control is None:
             if fail_ok:
                 return None
@@ -144,11 +157,10 @@ class WarmSlot:
         return kernel, ready
 
     def stop(self) -> None:
+        """Close the control socket and kill the server's sandbox (and any kernel in it)."""
         if self.control is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.control.close()
-            except OSError:
-                pass
             self.control = None
         if self.box is not None:
             self.box.kill()

@@ -26,8 +26,10 @@ Control messages (JSON lines on CONTROL_FD, the fd of a kernel's socket attached
     {"op": "signal", "pid": P, "sig": N} -> {}          (SIGINT is passed on to the kernel; SIGKILL ends it)
     {"op": "reap", "pid": P}             -> {"code": C}
 """
+
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -52,8 +54,10 @@ def _check(result: int, what: str) -> None:
 
 
 def _mount_tmpfs(target: str, size_mb: int) -> None:
-    _check(_libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV,
-                       f"size={size_mb}m,mode=1777".encode()), f"mount {target}")
+    _check(
+        _libc.mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, f"size={size_mb}m,mode=1777".encode()),
+        f"mount {target}",
+    )
 
 
 class _CapHeader(ctypes.Structure):
@@ -77,8 +81,10 @@ def drop_capabilities() -> None:
 def _isolate(uid: int, gid: int, limits: dict) -> None:
     """In the forked child: new namespaces, then (in the grandchild, PID 1 there) mounts and limits."""
     _libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # own /proc/self files again (the server stays undumpable)
-    _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS),
-           "unshare")
+    _check(
+        _libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS),
+        "unshare",
+    )
     with open("/proc/self/setgroups", "w") as f:
         f.write("deny")
     with open("/proc/self/uid_map", "w") as f:
@@ -118,10 +124,13 @@ def _private_tmp(size_mb: int) -> None:
         else:
             os.makedirs(os.path.dirname(point), exist_ok=True)
             open(point, "a").close()
-        _check(_libc.mount(f"/proc/self/fd/{fd}".encode(), point.encode(), None, MS_BIND | MS_REC, None),
-               f"bind {point}")
-        _check(_libc.mount(None, point.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
-                           None), f"read-only {point}")
+        _check(
+            _libc.mount(f"/proc/self/fd/{fd}".encode(), point.encode(), None, MS_BIND | MS_REC, None), f"bind {point}"
+        )
+        _check(
+            _libc.mount(None, point.encode(), None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None),
+            f"read-only {point}",
+        )
         os.close(fd)
 
 
@@ -133,11 +142,13 @@ def _become_kernel(limits: dict, channel_fd: int) -> None:
     if os.path.isdir("/dev/shm"):
         _mount_tmpfs("/dev/shm", 16)
     mb = 1024 * 1024
-    for which, value in ((resource.RLIMIT_DATA, int(limits.get("memory_mb", 4096)) * mb),
-                         (resource.RLIMIT_FSIZE, int(limits.get("file_mb", 256)) * mb),
-                         (resource.RLIMIT_AS, (int(limits.get("memory_mb", 4096))
-                                               + int(limits.get("address_slack_mb", 4096))) * mb),
-                         (resource.RLIMIT_CORE, 0), (resource.RLIMIT_CPU, int(limits.get("cpu_seconds", 1800)))):
+    for which, value in (
+        (resource.RLIMIT_DATA, int(limits.get("memory_mb", 4096)) * mb),
+        (resource.RLIMIT_FSIZE, int(limits.get("file_mb", 256)) * mb),
+        (resource.RLIMIT_AS, (int(limits.get("memory_mb", 4096)) + int(limits.get("address_slack_mb", 4096))) * mb),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_CPU, int(limits.get("cpu_seconds", 1800))),
+    ):
         resource.setrlimit(which, (value, value))
     drop_capabilities()
     os.closerange(3, channel_fd)
@@ -230,10 +241,8 @@ def serve_zygote(control: socket.socket, shell, serve) -> None:
             fds = []
             control.sendall(json.dumps(reply).encode() + b"\n")
     for pid in keepers:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def main(argv: list[str]) -> int:
