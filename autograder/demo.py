@@ -24,7 +24,7 @@ from pathlib import Path
 import nbformat
 
 from autograder import samples
-from autograder.config import SOLUTIONS, load_course
+from autograder.config import load_course
 
 
 def make_submissions(release_dir: Path, source_dir: Path, out: Path) -> dict[str, str]:
@@ -82,6 +82,7 @@ def table(summary: Path, report: Path) -> str:
 def demo(out: Path = Path("demo_output"), jobs: int = 2) -> int:
     """Release the course, grade a sample class of submissions into `out` and print the results; the exit status."""
     from autograder.grade import GradingError, Options, grade
+    from autograder.release import prepare_course
     from autograder.release import release as write_release
 
     t0 = time.monotonic()
@@ -93,10 +94,8 @@ def demo(out: Path = Path("demo_output"), jobs: int = 2) -> int:
     print(f"1. building the student notebooks with nbgrader -> {out / 'release'}", flush=True)
     write_release(out / "release", course)
     with tempfile.TemporaryDirectory(prefix="vaekit-demo-") as tmp:
-        source_dir = Path(tmp) / "source"  # the solutions, placeholders filled in as for the release
-        source_dir.mkdir()
-        for path in sorted(SOLUTIONS.glob("*.ipynb")):
-            (source_dir / path.name).write_text(course.substitute(path.read_text()))
+        # the solutions, placeholders filled in as for the release
+        source_dir = prepare_course(Path(tmp) / "course", course) / "source" / course.assignment
         print(f"2. sample submissions -> {out / 'submissions'}", flush=True)
         described = make_submissions(out / "release", source_dir, out / "submissions")
     for student, text in described.items():

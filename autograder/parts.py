@@ -23,6 +23,11 @@ from vaekit.coursework import HEADER
 MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
 
 
+def without_markers(source: str) -> str:
+    """An answer cell's source with nbgrader's solution markers dropped (the solution as a student writes it)."""
+    return "\n".join(line for line in source.splitlines() if not any(m in line for m in MARKERS))
+
+
 def parts_source(nb: NotebookNode, name: str, note: str = "") -> str:
     """The module text for one notebook: its answer cells' code, solution markers dropped."""
     chunks = [HEADER.format(source=f"{name}.ipynb")]
@@ -31,8 +36,7 @@ def parts_source(nb: NotebookNode, name: str, note: str = "") -> str:
     for cell in nb.cells:
         if cell.cell_type != "code" or not cell.metadata.get("nbgrader", {}).get("solution"):
             continue
-        lines = [line for line in cell.source.splitlines() if not any(m in line for m in MARKERS)]
-        chunks.append("\n\n" + "\n".join(lines).rstrip() + "\n")
+        chunks.append("\n\n" + without_markers(cell.source).rstrip() + "\n")
     return "".join(chunks)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 from nbformat.notebooknode import NotebookNode
 
-MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
+from autograder.parts import without_markers
 
 
 def full(release: NotebookNode, source: NotebookNode) -> NotebookNode:
@@ -30,7 +30,7 @@ def full(release: NotebookNode, source: NotebookNode) -> NotebookNode:
     for cell in nb.cells:
         gid = cell.metadata.get("nbgrader", {}).get("grade_id")
         if gid in answers:
-            cell.source = "\n".join(line for line in answers[gid].splitlines() if not any(m in line for m in MARKERS))
+            cell.source = without_markers(answers[gid])
     return nb
 
 
