@@ -314,6 +314,10 @@ def keep_graded(out: Path, assignment: str, result: Result) -> Path | None:
     path = graded_path(out, assignment, result.student, result.notebook)
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(result.graded, path)
+    # formgrader counts an assignment's submissions by the folders under submitted/
+    submitted = out / "nbgrader" / "submitted" / result.student / assignment / f"{result.notebook}.ipynb"
+    submitted.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(result.graded, submitted)
     return path
 
 

@@ -177,7 +177,7 @@ def merge(shards: list[Path], target: Path, course: Course | None = None) -> str
 
     # feedback pages and graded notebooks, per student
     for s in shards:
-        for sub in ("feedback", "nbgrader/autograded"):
+        for sub in ("feedback", "nbgrader/autograded", "nbgrader/submitted"):
             if (s / sub).is_dir():
                 for folder in sorted((s / sub).iterdir()):
                     shutil.copytree(folder, target / sub / folder.name, dirs_exist_ok=False)
