@@ -24,6 +24,23 @@ def _positive(text: str) -> int:
     return value
 
 
+def _flag(parser: argparse.ArgumentParser, name: str, help: str) -> None:
+    """An on/off option (store_true)."""
+    parser.add_argument(name, action="store_true", help=help)
+
+
+def _reporting_errors(run, *errors: type[Exception]) -> int:
+    """Run a subcommand: exit 0, or print `error: …` and exit 2 for the errors its users can act on."""
+    from autograder.grade import GradingError
+
+    try:
+        code = run()
+    except (GradingError, *errors) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return code if isinstance(code, int) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run its subcommand (release, grade, demo, ...); returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m autograder", description=__doc__)
@@ -65,15 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="A,B",
         help="grade these students again even if their submission did not change",
     )
-    g.add_argument(
-        "--fresh",
-        action="store_true",
-        help="forget the earlier results in OUT (they are backed up in OUT/backups/) and grade everyone",
-    )
-    g.add_argument(
+    _flag(g, "--fresh", "forget the earlier results in OUT (they are backed up in OUT/backups/) and grade everyone")
+    _flag(
+        g,
         "--cold-kernels",
-        action="store_true",
-        help="start every kernel's sandbox from scratch instead of forking it from a warm server per "
+        "start every kernel's sandbox from scratch instead of forking it from a warm server per "
         "worker that has imported torch (slower; the grades are the same)",
     )
     g.add_argument(
@@ -83,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         "commit and these packages) or local:N (N worker processes here); needs "
         "pip install 'vaekit[cluster]' (README, section Grading a large class)",
     )
-    g.add_argument(
+    _flag(
+        g,
         "--unsafe-no-sandbox",
-        action="store_true",
-        help="run submissions WITHOUT the bubblewrap sandbox, with your user's rights (only for code "
+        "run submissions WITHOUT the bubblewrap sandbox, with your user's rights (only for code "
         "you trust, e.g. your own solutions on a machine without bubblewrap)",
     )
     fb = sub.add_parser("feedback", help="after manual grading in OUT/nbgrader: feedback and final grades again")
@@ -130,10 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NB",
         help="publish only these notebooks (e.g. 01 02, or 01_autoencoder), plus those published before; default: all",
     )
-    pub.add_argument(
+    _flag(
+        pub,
         "--overwrite",
-        action="store_true",
-        help="replace files of DIR that publish did not write (or that were edited since), after "
+        "replace files of DIR that publish did not write (or that were edited since), after "
         "copying them to DIR.publish-backup-<time> next to DIR",
     )
     d = sub.add_parser("demo", help="release, make sample submissions, grade them and show the result")
@@ -176,43 +189,26 @@ def main(argv: list[str] | None = None) -> int:
             print("interrupted: the CSVs hold the students graded so far", file=sys.stderr)
             return 130
     if args.command == "feedback":
-        from autograder.grade import GradingError
         from autograder.gradebook import refresh
 
-        try:
-            return refresh(args.out)
-        except GradingError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        return _reporting_errors(lambda: refresh(args.out))
     if args.command == "report":
         from autograder.class_report import build
 
-        try:
-            print(f"class report: {build(args.out, top=args.top, similar=not args.no_similarity)}")
-        except FileNotFoundError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        return 0
+        return _reporting_errors(
+            lambda: print(f"class report: {build(args.out, top=args.top, similar=not args.no_similarity)}"),
+            FileNotFoundError,
+        )
     if args.command == "merge":
-        from autograder.grade import GradingError
         from autograder.merge import merge
 
-        try:
-            print(merge(args.shards, args.out))
-        except GradingError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        return 0
+        return _reporting_errors(lambda: print(merge(args.shards, args.out)))
     if args.command == "publish":
         from autograder.publish import PublishError, publish
 
-        try:
-            result = publish(args.dir, args.notebooks, overwrite=args.overwrite)
-        except PublishError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(result.report())
-        return 0
+        return _reporting_errors(
+            lambda: print(publish(args.dir, args.notebooks, overwrite=args.overwrite).report()), PublishError
+        )
     if args.command == "demo":
         from autograder.demo import demo
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from bench_data import DATASETS, add_data_arguments, data_root, load_splits
-from data_pipeline import BATCH_SIZE, LATENT_DIM, ExamplesVAE, negative_elbo
+from data_pipeline import BATCH_SIZE, LATENT_DIM, ExamplesVAE, negative_elbo, train_epoch
 from torch import nn
 from torch.distributions import Normal
 
@@ -131,18 +131,10 @@ def train(model: nn.Module, train_x: torch.Tensor, num_epochs: int, lr: float, s
     torch.manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loader = vaekit.batches(train_x, batch_size=BATCH_SIZE, shuffle=True, seed=seed)
-    model.train()
     start = time.perf_counter()
     for _ in range(num_epochs):
-        total = 0.0
-        for x in loader:
-            optimizer.zero_grad(set_to_none=True)
-            logits, mu, logvar = model(x)
-            loss = negative_elbo(logits, x, mu, logvar)
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
-    return (time.perf_counter() - start) / num_epochs, total / len(train_x)
+        last = train_epoch(model, optimizer, loader, torch.device("cpu"))
+    return (time.perf_counter() - start) / num_epochs, last
 
 
 @torch.no_grad()

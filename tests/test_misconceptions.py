@@ -58,7 +58,24 @@ def test_every_mistake_message_has_an_id():
         if isinstance(value, ast.Constant):
             assert ID.match(value.value), f"{name}:{node.lineno}: {value.value!r} is not module.mistake"
         found += 1
+    for name, node in _tables():
+        found += 1
+        assert isinstance(node, ast.Constant) and ID.match(node.value), f"{name}:{node.lineno}: not module.mistake"
     assert found > 100
+
+
+def _tables():
+    """The ids of the mistakes written as data: refuse(value, [(wrong, message, id), …]), require_logits(out, id)."""
+    for path in sorted(CHECKS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+                continue
+            if node.func.id == "refuse":
+                for entry in node.args[1].elts:
+                    assert len(entry.elts) == 3, f"{path.name}:{entry.lineno}: (wrong, message, misconception)"
+                    yield path.name, entry.elts[2]
+            elif node.func.id == "require_logits":
+                yield path.name, node.args[1]
 
 
 def test_require_raises_an_assertion_error_with_the_id():

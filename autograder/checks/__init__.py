@@ -90,6 +90,23 @@ def require(condition, message: str, misconception: str | None = None) -> None:
         raise Mistake(message, misconception)
 
 
+def require_logits(out: torch.Tensor, misconception: str) -> None:
+    """A decoder's output must be logits (some values outside [0, 1]), not images passed through a sigmoid."""
+    require(
+        bool((out < 0).any() or (out > 1).any()),
+        "decode should return logits (no sigmoid at the end): the loss takes logits and applies the sigmoid "
+        "itself, and you apply torch.sigmoid only when you want images",
+        misconception=misconception,
+    )
+
+
+def refuse(value: torch.Tensor, known: list[tuple[torch.Tensor, str, str]], rtol: float = 1e-3) -> None:
+    """Fail with the first known mistake whose wrong result `value` equals: (wrong, message, misconception)."""
+    for wrong, message, misconception in known:
+        if close(value, wrong, rtol=rtol):
+            raise Mistake(message, misconception)
+
+
 class Recorder(torch.nn.Module):
     """Wraps a module and records the mode and grad state of every call."""
 

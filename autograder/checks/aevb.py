@@ -286,13 +286,50 @@ def _diagnose(model, x, est, k) -> tuple[str, str]:
     return "", ""
 
 
-def _require(ok: bool, model, x, est, k, message: str, hint: str, misconception: str) -> None:
-    """Pass if ok; else raise `message`, followed by the mistake that explains the estimate or by `hint`.
+# what each bound check says when it fails: (message, hint used when no known mistake explains the estimate)
+BOUND_MESSAGES = {
+    "loglik.not_elbo_at_k1": (
+        "with num_samples = 1 the estimate should equal the ELBO on average (a single weight p(x, z) / q(z | x))",
+        "check log p(x | z), log p(z) and log q(z | x)",
+    ),
+    "loglik.not_rising": (
+        "with 100 samples the estimate {words}",
+        "the average of K weights should approach p(x) as K grows; check that you average the weights, "
+        "not their logs (logsumexp over the samples minus log K)",
+    ),
+    "loglik.above_log_px": (
+        "with 100 samples the estimate lies above log p(x) on average, which importance sampling cannot do",
+        "check that you subtract log K and subtract (not add) log q(z | x)",
+    ),
+    "loglik.not_converging": (
+        "with 500 samples the estimate has not converged to log p(x)",
+        "with an encoder close to the posterior it should approach log p(x) as K grows (check the "
+        "log-weights and logsumexp − log K)",
+    ),
+    "loglik.not_exact": (
+        "when the encoder is the true posterior, every weight p(x, z) / q(z | x) equals p(x), so the "
+        "estimate must equal log p(x) for any number of samples; yours does not",
+        "check the three log-densities (Gaussian constants, logvar = log σ²) and that you average "
+        "the weights (logsumexp − log K)",
+    ),
+    "loglik.unstable": (
+        "the estimate is inaccurate when the log-weights are large in magnitude",
+        "compute it in log space with torch.logsumexp (which subtracts the largest log-weight before exponentiating)",
+    ),
+}
 
-    The misconception id is the diagnosed mistake's (e.g. loglik.no_prior), else `misconception`."""
+
+def _require(ok: bool, at: tuple, *, misconception: str, **words: str) -> None:
+    """Pass if ok; else fail with BOUND_MESSAGES[misconception], naming the mistake that explains the estimate.
+
+    at: (model, x, est, k), the call the estimate `est` came from (for the diagnosis); words fill the
+    message's {placeholders}. The misconception id is the diagnosed mistake's (e.g. loglik.no_prior),
+    else `misconception`.
+    """
     if not ok:
-        words, mistake = _diagnose(model, x, est, k)
-        raise Mistake(f"{message}: {words or hint}", misconception=mistake or misconception)
+        message, hint = BOUND_MESSAGES[misconception]
+        found, mistake = _diagnose(*at)
+        raise Mistake(f"{message.format(**words)}: {found or hint}", misconception=mistake or misconception)
 
 
 # --- the checks -----------------------------------------------------------------------
@@ -334,18 +371,7 @@ def check_exact(log_likelihood_estimate) -> None:
     for k in (1, 10, 50):
         est = _estimate(log_likelihood_estimate, model, x, k, "on a small model")
         e, t = _per_image(est, truth)
-        _require(
-            torch.allclose(e, t, rtol=1e-6, atol=1e-4),
-            model,
-            x,
-            est,
-            k,
-            "when the encoder is the true posterior, every weight p(x, z) / q(z | x) equals p(x), so the "
-            "estimate must equal log p(x) for any number of samples; yours does not",
-            "check the three log-densities (Gaussian constants, logvar = log σ²) and that you average "
-            "the weights (logsumexp − log K)",
-            misconception="loglik.not_exact",
-        )
+        _require(torch.allclose(e, t, rtol=1e-6, atol=1e-4), (model, x, est, k), misconception="loglik.not_exact")
 
 
 def check_bounds(log_likelihood_estimate) -> None:
@@ -362,16 +388,7 @@ def check_bounds(log_likelihood_estimate) -> None:
     est1, e1 = _per_image(raw, elbo)
     diff = est1 - e1
     se = float(diff.std()) / math.sqrt(len(x)) if diff.dim() else 3.0 / math.sqrt(len(x))
-    _require(
-        abs(float(diff.mean())) < 5 * se + 1e-6,
-        model,
-        x,
-        raw,
-        1,
-        "with num_samples = 1 the estimate should equal the ELBO on average (a single weight p(x, z) / q(z | x))",
-        "check log p(x | z), log p(z) and log q(z | x)",
-        misconception="loglik.not_elbo_at_k1",
-    )
+    _require(abs(float(diff.mean())) < 5 * se + 1e-6, (model, x, raw, 1), misconception="loglik.not_elbo_at_k1")
 
     # K = 100: above the ELBO by most of the gap, and still not above log p(x)
     xs = x[:32]
@@ -380,26 +397,11 @@ def check_bounds(log_likelihood_estimate) -> None:
     _, e = _per_image(est, elbo[:32])
     mean_rise = float((est - e).mean())
     words = "stays at the ELBO" if abs(mean_rise) < 0.25 * gap else "does not rise enough above the ELBO"
-    _require(
-        mean_rise >= 0.5 * gap,
-        model,
-        xs,
-        raw,
-        100,
-        f"with 100 samples the estimate {words}",
-        "the average of K weights should approach p(x) as K grows; check that you average the weights, "
-        "not their logs (logsumexp over the samples minus log K)",
-        misconception="loglik.not_rising",
-    )
+    _require(mean_rise >= 0.5 * gap, (model, xs, raw, 100), misconception="loglik.not_rising", words=words)
     sd = math.sqrt(relvar / 100)
     _require(
         float((est - t).mean()) < 5 * sd / math.sqrt(est.numel()) + 1e-6,
-        model,
-        xs,
-        raw,
-        100,
-        "with 100 samples the estimate lies above log p(x) on average, which importance sampling cannot do",
-        "check that you subtract log K and subtract (not add) log q(z | x)",
+        (model, xs, raw, 100),
         misconception="loglik.above_log_px",
     )
 
@@ -411,13 +413,7 @@ def check_bounds(log_likelihood_estimate) -> None:
     bias = relvar / (2 * 500)
     _require(
         abs(float((est - t).mean())) < 5 * sd / math.sqrt(est.numel()) + bias,
-        model,
-        xs,
-        raw,
-        500,
-        "with 500 samples the estimate has not converged to log p(x)",
-        "with an encoder close to the posterior it should approach log p(x) as K grows (check the "
-        "log-weights and logsumexp − log K)",
+        (model, xs, raw, 500),
         misconception="loglik.not_converging",
     )
 
@@ -446,13 +442,5 @@ def check_stable(log_likelihood_estimate) -> None:
         est, t = _per_image(raw, truth)
         tol = 1e-4 * float(t.abs().max()) if dtype == torch.float32 else 1e-8 * float(t.abs().max())
         _require(
-            torch.allclose(est, t, rtol=0, atol=max(tol, 1e-6)),
-            model,
-            x,
-            raw,
-            k,
-            "the estimate is inaccurate when the log-weights are large in magnitude",
-            "compute it in log space with torch.logsumexp (which subtracts the largest log-weight "
-            "before exponentiating)",
-            misconception="loglik.unstable",
+            torch.allclose(est, t, rtol=0, atol=max(tol, 1e-6)), (model, x, raw, k), misconception="loglik.unstable"
         )

@@ -6,7 +6,18 @@ import math
 
 import torch
 
-from autograder.checks import Mistake, Recorder, close, require, seed_all, sigma_tolerance, swapped, toy_images
+from autograder.checks import (
+    Mistake,
+    Recorder,
+    close,
+    refuse,
+    require,
+    require_logits,
+    seed_all,
+    sigma_tolerance,
+    swapped,
+    toy_images,
+)
 from autograder.checks import reference as ref
 
 # one column per σ, chosen so that σ, σ², logvar and exp(logvar) all differ
@@ -218,12 +229,7 @@ def check_vae_model(VAE, namespace=None) -> None:
             f"decode should give (5, 1, 28, 28) logits; got {tuple(logits.shape)}",
             misconception="vae_decode.shape",
         )
-        require(
-            bool((logits < 0).any() or (logits > 1).any()),
-            "decode should return logits (no sigmoid at the end): the loss takes logits, and you apply "
-            "torch.sigmoid only when you want images",
-            misconception="vae_decode.sigmoid_output",
-        )
+        require_logits(logits, "vae_decode.sigmoid_output")
         out = model(x)
         require(
             isinstance(out, tuple) and len(out) == 3,
@@ -263,42 +269,31 @@ def check_vae_loss(vae_loss, namespace=None) -> None:
         loss, recon, kl = out
         recon0 = ref.recon_oracle(x, logits).mean()
         kl0 = ref.kl_oracle(mu, logvar).mean()
-        if close(recon, recon0 / 784, rtol=1e-3):
-            raise Mistake(
-                "recon averages over pixels: sum the Bernoulli NLL over the 784 pixels, then average over the batch",
-                misconception="vae_loss.pixel_mean",
-            )
-        if close(recon, recon0 * 6, rtol=1e-3):
-            raise Mistake(
-                "recon is summed over the batch: average it over the images of the batch",
-                misconception="vae_loss.recon_batch_sum",
-            )
+        refuse(recon, [
+            (recon0 / 784, "recon averages over pixels: sum the Bernoulli NLL over the 784 pixels, then average "
+                           "over the batch", "vae_loss.pixel_mean"),
+            (recon0 * 6, "recon is summed over the batch: average it over the images of the batch",
+             "vae_loss.recon_batch_sum"),
+        ])  # fmt: skip
         require(
             close(recon, recon0, rtol=1e-4),
             "recon is not the Bernoulli negative log-likelihood of the logits (binary cross-entropy with "
             "logits, summed over pixels, averaged over the batch)",
             misconception="vae_loss.recon_wrong",
         )
-        if close(kl, kl0 * 6, rtol=1e-3):
-            raise Mistake(
-                "kl is summed over the batch: average it over the images of the batch",
-                misconception="vae_loss.kl_batch_sum",
-            )
+        refuse(kl, [(kl0 * 6, "kl is summed over the batch: average it over the images of the batch",
+                     "vae_loss.kl_batch_sum")])  # fmt: skip
         require(
             close(kl, kl0, rtol=1e-4),
             "kl is not the batch average of the per-sample KL",
             misconception="vae_loss.kl_wrong",
         )
-        if close(loss, recon - 2.5 * kl, rtol=1e-4):
-            raise Mistake(
-                "loss is recon − β·kl: the negative ELBO is recon + β·kl (the KL is a penalty)",
-                misconception="vae_loss.minus_kl",
-            )
-        if close(loss, 2.5 * recon + kl, rtol=1e-4):
-            raise Mistake(
-                "β multiplies the reconstruction term: it should multiply the KL term",
-                misconception="vae_loss.beta_on_recon",
-            )
+        refuse(loss, [
+            (recon - 2.5 * kl, "loss is recon − β·kl: the negative ELBO is recon + β·kl (the KL is a penalty)",
+             "vae_loss.minus_kl"),
+            (2.5 * recon + kl, "β multiplies the reconstruction term: it should multiply the KL term",
+             "vae_loss.beta_on_recon"),
+        ], rtol=1e-4)  # fmt: skip
         require(
             close(loss, recon0 + 2.5 * kl0, rtol=1e-4),
             "loss should be recon + beta · kl",
