@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 MAX_HEADER = 8 * 1024 * 1024
-MAX_FRAME = 512 * 1024 * 1024
+MAX_FRAME = 64 * 1024 * 1024  # the largest honest frame is a few MB (a batch of images); the judge reads it into memory
 MAX_DEPTH = 32
 MAX_ITEMS = 100_000
 
