@@ -220,3 +220,15 @@ def test_a_forged_message_is_tampering(kernel):
 def test_instructor_paths_in_audit_events_are_evidence(kernel):
     kernel._note_events([["open", "/secret/solutions/02_vae.ipynb"], ["open", "/usr/lib/x.py"], "junk"])
     assert kernel.evidence == ["tried to open /secret/solutions/02_vae.ipynb, which the sandbox does not show"]
+
+
+def test_frames_are_capped_both_ways():
+    """A kernel cannot make the judge read (or the judge send) more than wire.MAX_FRAME in one frame."""
+    a, b = socket.socketpair()
+    sender, receiver = wire.Channel(a), wire.Channel(b)
+    with pytest.raises(wire.WireError, match="too large"):
+        sender.send({"op": "x"}, [b"\0" * (wire.MAX_FRAME + 1)])
+    head = b'{"re": 1, "blobs": [%d]}' % (wire.MAX_FRAME + 1)
+    a.sendall(len(head).to_bytes(4, "big") + head)
+    with pytest.raises(wire.WireError, match="blob sizes"):
+        receiver.recv(deadline=None)
