@@ -537,6 +537,18 @@ class Grader:
     # -- main
     def run(self) -> int:
         """Grade every student (skipping unchanged submissions), write OUT's files; the exit status."""
+        import signal
+
+        _INTERRUPTED.clear()
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, _on_sigint) if main_thread else None
+        try:
+            return self._run()
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGINT, previous)
+
+    def _run(self) -> int:
         t0 = time.monotonic()
         sub, out = self.submissions.resolve(), self.out.resolve()
         if out == sub or sub in out.parents:
@@ -655,6 +667,7 @@ class Grader:
         try:
             runner = _in_process if self.options.jobs <= 1 or len(todo) <= 1 else _on_workers
             for sub, results, (f, c) in runner(prep, todo, self.settings(prep.base), warm, self.options.jobs):
+                _stop_if_interrupted()
                 forks, cold = forks + f, cold + c
                 self.add(prep, sub.digest, results)
                 if self.bar is not None:
@@ -682,6 +695,22 @@ class Grader:
 
 
 # ------------------------------------------------------------------------------ runners
+_INTERRUPTED = threading.Event()
+
+
+def _on_sigint(signum, frame) -> None:
+    """Ctrl-C: remember it, then interrupt as usual. A KeyboardInterrupt raised in the middle of a
+    check can be swallowed on its way out (torch turns one raised in a backward pass into a
+    RuntimeError, which the check reads as a failure), so the runners also look at the flag."""
+    _INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
+def _stop_if_interrupted() -> None:
+    if _INTERRUPTED.is_set():
+        raise KeyboardInterrupt
+
+
 def _grade_safely(
     prep: Prepared, sub: Submission, settings: RunSettings, slot: int, warm: WarmSlot | None, stopping=lambda: False
 ) -> list[Result]:
@@ -709,8 +738,10 @@ def _in_process(prep: Prepared, todo: list[Submission], settings: RunSettings, w
     slot = _warm_slot(prep, settings, 0) if warm else None
     try:
         for sub in todo:
+            _stop_if_interrupted()
             before = (slot.forks, slot.failures) if slot else (0, 0)
-            results = _grade_safely(prep, sub, settings, 0, slot)
+            results = _grade_safely(prep, sub, settings, 0, slot, _INTERRUPTED.is_set)
+            _stop_if_interrupted()  # what was graded after a swallowed Ctrl-C is not a result
             after = (slot.forks, slot.failures) if slot else (0, 0)
             yield sub, results, (after[0] - before[0], after[1] - before[1])
     finally:
