@@ -7,8 +7,6 @@ untouched release of 01, carol nothing. In sorted order `--shard 1/2` grades ali
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import os
 import subprocess
 import sys
@@ -18,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import nbformat
+from corpus import rows, snapshot  # noqa: F401  (the helpers every grading test uses, re-exported)
 
 from autograder import samples
 from autograder.config import REPO, SOLUTIONS, load_course
@@ -57,19 +56,6 @@ def cli(*args: str, timeout: float = 900, env: dict | None = None) -> SimpleName
 
 def grade(subs: Path, out: Path, *extra: str, env: dict | None = None) -> SimpleNamespace:
     return cli("grade", str(subs), "--out", str(out), "--no-progress", "--timeout", "120", *extra, env=env)
-
-
-def rows(path: Path) -> list[dict]:
-    with path.open() as f:
-        return list(csv.DictReader(f))
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def set_manual(url: str, student: str, score: float, comment: str) -> str:
