@@ -24,8 +24,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import nbformat
+import torch
 
 from autograder import samples
+from autograder.checks import reference
 from autograder.config import REPO, SOLUTIONS
 
 AE = "01_autoencoder"
@@ -222,3 +224,17 @@ def _edit_test(nb):
     cell = nb.cells[samples.find_cell(nb, "test_ae_loss")]
     cell.source = "pass  # my own test instead\n"
     return nb
+
+
+# ------------------------------------------------------------------------------ known bugs shared by tests
+def evaluate_mean_of_batch_means(model, x, beta=1.0, batch_size=500):
+    """The pitfall notebook 3 names: a plain average of batch means (wrong when the last batch is smaller)."""
+    model.eval()
+    values = []
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            b = x[start : start + batch_size]
+            logits, mu, logvar = model(b)
+            values.append([t.item() for t in reference.vae_loss(b, logits, mu, logvar, beta)])
+    loss, recon, kl = torch.tensor(values).mean(0).tolist()
+    return {"loss": loss, "recon": recon, "kl": kl}

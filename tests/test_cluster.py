@@ -68,6 +68,18 @@ def grade(submissions: Path, out: Path, *extra: str) -> subprocess.CompletedProc
     )
 
 
+def start_grading(submissions: Path, out: Path, address: str) -> subprocess.Popen:
+    """`grade --cluster` in the background (a test kills it, or a worker, while it runs); stderr piped."""
+    return subprocess.Popen(
+        grade_cmd(submissions, out, "--cluster", address),
+        cwd=REPO,
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def student_rows(path: Path) -> list[dict]:
     with path.open() as f:
         return list(csv.DictReader(f))
@@ -176,14 +188,7 @@ def test_an_interrupted_client_goes_on_where_it_stopped(klass, cluster):
     """The client killed outright after its first student: that student's rows are in OUT; the same
     command again grades only the others, and the CSVs are those of --jobs 1."""
     out = klass.base / "interrupted"
-    proc = subprocess.Popen(
-        grade_cmd(klass.submissions, out, "--cluster", cluster.address),
-        cwd=REPO,
-        env=env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_grading(klass.submissions, out, cluster.address)
     summary = out / "summary.csv"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
@@ -204,14 +209,7 @@ def test_an_interrupted_client_goes_on_where_it_stopped(klass, cluster):
 
 def test_killing_a_worker_mid_task_loses_and_duplicates_nothing(klass, cluster):
     out = klass.base / "killed"
-    proc = subprocess.Popen(
-        grade_cmd(klass.submissions, out, "--cluster", cluster.address),
-        cwd=REPO,
-        env=env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_grading(klass.submissions, out, cluster.address)
     client = cluster.client(2)
     victim = None
     deadline = time.monotonic() + 600

@@ -12,6 +12,7 @@ import importlib.util
 import pytest
 import torch
 import torch.nn.functional as F
+from corpus import evaluate_mean_of_batch_means
 
 from autograder.checks import ae, beta, interp, reference, vae
 from autograder.parts import build_parts
@@ -349,18 +350,6 @@ def latent_code_sampled(model, x):
 def test_latent_code_sample_is_caught():
     with pytest.raises(AssertionError, match="posterior mean"):
         interp.check_latent_code(latent_code_sampled)
-
-
-def evaluate_mean_of_batch_means(model, x, beta=1.0, batch_size=500):
-    model.eval()
-    values = []
-    with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            b = x[start : start + batch_size]
-            logits, mu, logvar = model(b)
-            values.append([t.item() for t in reference.vae_loss(b, logits, mu, logvar, beta)])
-    loss, recon, kl = torch.tensor(values).mean(0).tolist()
-    return {"loss": loss, "recon": recon, "kl": kl}
 
 
 def evaluate_in_train_mode(model, x, beta=1.0, batch_size=500):
